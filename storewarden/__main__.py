@@ -1,0 +1,5 @@
+"""``python -m storewarden``."""
+
+from storewarden.cli import main
+
+main()

@@ -1,0 +1,502 @@
+"""One prune cycle: census -> plan -> execute, the same code for the CLI and the daemon.
+
+:class:`Engine` owns the wiring (store root, state directory, lock, clock,
+process scanner, usage meter), all injectable; the decisions live in
+:mod:`storewarden.policy` and the deletions in :mod:`storewarden.prune`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storewarden import inuse, policy, usage
+from storewarden.config import Config
+from storewarden.logs import get_logger
+from storewarden.policy import Plan, Removal
+from storewarden.prune import Operations, Pruner, Recovery, RemovalOutcome, StoreLock
+from storewarden.store import FileSystem, Kind, Snapshot, VersionRecord, census, census_version
+from storewarden.usage import Usage
+
+
+def utc_now() -> datetime:
+    """Return the current time, aware, in UTC."""
+    return datetime.now(tz=UTC)
+
+
+class UnknownTagError(Exception):
+    """``delete`` was given tags the store does not hold."""
+
+
+class RefusedError(Exception):
+    """``delete`` refused a version that is pinned, in use or being written."""
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """A plan with what it was made from."""
+
+    plan: Plan
+    snapshot: Snapshot
+    in_use: inuse.InUseScan
+    now: datetime
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one prune cycle did."""
+
+    run_id: str
+    plan: Plan
+    dry_run: bool
+    removed: tuple[RemovalOutcome, ...] = ()
+    would_remove: tuple[Removal, ...] = ()
+    skipped: tuple[tuple[VersionRecord, tuple[str, ...]], ...] = ()
+    failed: tuple[tuple[VersionRecord, str], ...] = ()
+    usage_after: Usage | None = None
+    seconds: float = 0.0
+
+    @property
+    def bytes_freed(self) -> int:
+        """Return the bytes the removals freed."""
+        return sum(outcome.bytes_freed for outcome in self.removed)
+
+    @property
+    def target_reached(self) -> bool:
+        """Return whether the usage after the cycle meets the target (True when no pressure)."""
+        if not self.plan.triggers:
+            return True
+        after = self.usage_after or self.plan.projected
+        return self.plan.target.holds(after)
+
+    @property
+    def shortfall_bytes(self) -> int:
+        """Return the bytes still to free to reach the target."""
+        if not self.plan.triggers:
+            return 0
+        return policy.bytes_needed(self.usage_after or self.plan.projected, self.plan.target)
+
+
+@dataclass
+class Engine:
+    """The warden for one store. Every collaborator is injectable for tests."""
+
+    config: Config
+    operations: Operations | None = None
+    filesystem: FileSystem | None = None
+    clock: Callable[[], datetime] = utc_now
+    processes: Callable[[], Iterable[inuse.ProcessView]] = inuse.inspect_processes
+    measure: Callable[[Path, int], Usage] = usage.measure
+    pins: Callable[[], Sequence[str]] = lambda: ()
+    root: Path = field(init=False)
+    state_dir: Path = field(init=False)
+    pruner: Pruner = field(init=False)
+    lock: StoreLock = field(init=False)
+    _reported: set[tuple[str, str]] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        # A store root that is a symlink (~/bentoml -> /data/bentoml) is resolved
+        # once; everything the warden touches must then lie under the real root.
+        self.root = Path(os.path.realpath(self.config.store))
+        state = self.config.state_dir
+        self.state_dir = (
+            Path(os.path.realpath(state)) if state is not None else self.root / ".storewarden"
+        )
+        self.pruner = Pruner(
+            self.root,
+            self.state_dir,
+            kinds=self.config.kinds,
+            operations=self.operations,
+            filesystem=self.filesystem,
+        )
+        self.lock = StoreLock(self.state_dir / "lock")
+        self.log = get_logger()
+
+    # -- reading ------------------------------------------------------------------
+
+    def census(self) -> Snapshot:
+        """Return a fresh census of the store; raise FileNotFoundError if it is missing."""
+        snapshot = census(self.root, self.config.kinds, self.filesystem)
+        for problem in snapshot.problems:
+            key = (str(problem.path), problem.reason)
+            if key not in self._reported:
+                self._reported.add(key)
+                self.log.warning("store_problem", path=str(problem.path), problem=problem.reason)
+        return snapshot
+
+    def usage(self, store_bytes: int) -> Usage:
+        """Return the usage of the store's filesystem with ``store_bytes`` as the store's size."""
+        return self.measure(self.root, store_bytes)
+
+    def scan_in_use(self, records: Iterable[VersionRecord]) -> inuse.InUseScan:
+        """Return which of ``records`` running processes hold (nothing when in_use is off)."""
+        if not self.config.protect.in_use:
+            return inuse.InUseScan()
+        return inuse.scan(self.root, records, self.processes)
+
+    def make_plan(self, snapshot: Snapshot | None = None) -> PlanView:
+        """Return the plan for the store now (scanning processes only if something would go)."""
+        snapshot = snapshot if snapshot is not None else self.census()
+        now = self.clock()
+        current = self.usage(snapshot.store_bytes)
+        pins = self.pins()
+        draft = policy.plan(snapshot, current, self.config, now, pins=pins)
+        scan = inuse.InUseScan()
+        if draft.removals or draft.reserve:
+            scan = self.scan_in_use(snapshot.versions)
+            if scan.uninspectable or scan.holders:
+                self.log.info(
+                    "in_use_scan",
+                    processes=scan.processes,
+                    uninspectable=scan.uninspectable,
+                    versions_in_use=len(scan.holders),
+                )
+        final = policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+        return PlanView(final, snapshot, scan, now)
+
+    # -- writing ------------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """Finish interrupted removals, empty the trash, repair pointers (caller holds the lock)."""
+        return self.pruner.recover(lambda: self.usage(0).used_percent)
+
+    def _recheck(
+        self, removal: Removal, *, explicit: bool
+    ) -> tuple[VersionRecord | None, list[str]]:
+        """Census the victim again and return it with anything that now protects it."""
+        record = removal.version
+        fresh = census_version(record.kind, record.name, record.path, self.filesystem)
+        if fresh is None:
+            return None, ["gone"]
+        scan = self.scan_in_use([fresh])
+        now = self.clock()
+        if explicit:
+            return fresh, policy.explicit_blockers(
+                fresh, config=self.config, now=now, in_use=scan.holders, pins=self.pins()
+            )
+        settings = policy.effective(self.config, fresh.kind, fresh.name)
+        reasons = policy.standing_protections(
+            fresh,
+            config=self.config,
+            settings=settings,
+            now=now,
+            in_use=scan.holders,
+            pins=self.pins(),
+        )
+        if removal.reason == policy.ABANDONED:
+            reasons = [reason for reason in reasons if reason in (policy.PINNED, policy.IN_USE)]
+            if fresh.complete:
+                reasons.append("completed")
+        elif not fresh.complete:
+            reasons.append(policy.INCOMPLETE)
+        return fresh, reasons
+
+    def _version_fields(self, record: VersionRecord, reason: str) -> dict[str, object]:
+        return {
+            "kind": record.kind,
+            "name": record.name,
+            "version": record.version,
+            "path": str(record.path),
+            "bytes": record.bytes,
+            "creation_time": record.creation_time.isoformat(),
+            "reason": reason,
+        }
+
+    def cycle(
+        self,
+        *,
+        dry_run: bool | None = None,
+        snapshot: Snapshot | None = None,
+        recover: bool = False,
+        lock_wait: float = 0.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> CycleResult:
+        """Run one prune cycle under the store lock and return what it did.
+
+        ``recover`` first finishes interrupted work (a command's start);
+        ``should_stop`` is asked between removals (a stopping daemon never
+        stops half-way through one). Raise StoreBusyError if the lock stays
+        taken for ``lock_wait`` seconds.
+        """
+        dry_run = self.config.dry_run if dry_run is None else dry_run
+        started = time.monotonic()
+        run_id = uuid.uuid4().hex[:12]
+        if dry_run:
+            view = self.make_plan(snapshot)
+            return self._execute(
+                view, run_id, dry_run=True, started=started, should_stop=should_stop
+            )
+        self.pruner.prepare()
+        with self.lock.held(lock_wait):
+            if recover:
+                self.recover()
+                snapshot = None  # recovery may have changed the store
+            view = self.make_plan(snapshot)
+            return self._execute(
+                view, run_id, dry_run=False, started=started, should_stop=should_stop
+            )
+
+    def _execute(
+        self,
+        view: PlanView,
+        run_id: str,
+        *,
+        dry_run: bool,
+        started: float,
+        should_stop: Callable[[], bool],
+    ) -> CycleResult:
+        plan = view.plan
+        if not plan.removals and not plan.triggers:
+            return CycleResult(run_id, plan, dry_run, usage_after=plan.usage)
+        self.log.info(
+            "prune_started",
+            run_id=run_id,
+            triggers=list(plan.triggers),
+            usage=plan.usage.as_dict(),
+            target=plan.target.as_dict(),
+            dry_run=dry_run,
+            planned=len(plan.removals),
+            planned_bytes=plan.bytes_to_free,
+        )
+        removed: list[RemovalOutcome] = []
+        would: list[Removal] = []
+        skipped: list[tuple[VersionRecord, tuple[str, ...]]] = []
+        failed: list[tuple[VersionRecord, str]] = []
+        mandatory = {
+            id(removal) for removal in plan.removals if removal.reason not in plan.triggers
+        }
+        current = plan.usage
+        store_bytes = view.snapshot.store_bytes
+        for removal in (*plan.removals, *plan.reserve):
+            is_pressure = id(removal) not in mandatory
+            if is_pressure and plan.target.holds(current):
+                continue
+            if should_stop():
+                break
+            if dry_run:
+                if is_pressure and removal in plan.reserve:
+                    break  # the projection reached the target; the reserve is for real runs
+                after = current.after_freeing(removal.bytes)
+                self.log.info(
+                    "would_remove",
+                    **self._version_fields(removal.version, removal.reason),
+                    run_id=run_id,
+                    used_percent_before=round(current.used_percent, 2),
+                    used_percent_after=round(after.used_percent, 2),
+                )
+                would.append(removal)
+                current = after
+                continue
+            fresh, reasons = self._recheck(removal, explicit=False)
+            if fresh is None or reasons:
+                record = fresh or removal.version
+                skipped.append((record, tuple(reasons)))
+                self.log.info(
+                    "removal_skipped",
+                    run_id=run_id,
+                    kind=record.kind,
+                    name=record.name,
+                    version=record.version,
+                    reasons=reasons,
+                )
+                continue
+            outcome = self._remove_one(fresh, removal.reason, run_id, current, failed)
+            if outcome is None:
+                continue
+            removed.append(outcome)
+            store_bytes -= fresh.bytes
+            current = self.usage(max(0, store_bytes))
+            self._log_removed(fresh, removal.reason, run_id, outcome, current)
+        result = CycleResult(
+            run_id,
+            plan,
+            dry_run,
+            removed=tuple(removed),
+            would_remove=tuple(would),
+            skipped=tuple(skipped),
+            failed=tuple(failed),
+            usage_after=current,
+            seconds=time.monotonic() - started,
+        )
+        self.log.info(
+            "prune_finished",
+            run_id=run_id,
+            removed=len(removed) if not dry_run else len(would),
+            bytes_freed=result.bytes_freed if not dry_run else sum(r.bytes for r in would),
+            used_percent_after=round(current.used_percent, 2),
+            shortfall_bytes=result.shortfall_bytes,
+            target_reached=result.target_reached,
+            seconds=round(result.seconds, 3),
+            dry_run=dry_run,
+            skipped=len(skipped),
+            failed=len(failed),
+        )
+        return result
+
+    def _remove_one(
+        self,
+        record: VersionRecord,
+        reason: str,
+        run_id: str,
+        before: Usage,
+        failed: list[tuple[VersionRecord, str]],
+    ) -> RemovalOutcome | None:
+        try:
+            return self.pruner.remove(record, reason=reason, run_id=run_id)
+        except OSError as error:
+            failed.append((record, str(error)))
+            self.log.error(
+                "removal_failed",
+                run_id=run_id,
+                kind=record.kind,
+                name=record.name,
+                version=record.version,
+                error=str(error),
+                used_percent=round(before.used_percent, 2),
+            )
+            return None
+
+    def _log_removed(
+        self,
+        record: VersionRecord,
+        reason: str,
+        run_id: str,
+        outcome: RemovalOutcome,
+        after: Usage,
+    ) -> None:
+        freed_percent_before = after.used + outcome.bytes_freed
+        capacity = after.used + after.free
+        before_percent = 100.0 * freed_percent_before / capacity if capacity else 0.0
+        self.log.info(
+            "version_removed",
+            **self._version_fields(record, reason),
+            run_id=run_id,
+            used_percent_before=round(before_percent, 2),
+            used_percent_after=round(after.used_percent, 2),
+        )
+
+    # -- explicit delete ------------------------------------------------------------
+
+    def resolve(self, snapshot: Snapshot, tag: str, kind: Kind | None) -> list[VersionRecord]:
+        """Return the versions ``tag`` (``name:version`` or ``name:latest``) names in the store."""
+        name, _, version = tag.partition(":")
+        kinds = (kind,) if kind is not None else self.config.kinds
+        found = []
+        for each in kinds:
+            wanted = version
+            if version == "latest":
+                wanted = snapshot.pointer_target(each, name) or ""
+            record = snapshot.find(each, name, wanted)
+            if record is not None:
+                found.append(record)
+        return found
+
+    def delete(
+        self,
+        tags: Sequence[str],
+        *,
+        kind: Kind | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+        lock_wait: float = 0.0,
+    ) -> CycleResult:
+        """Delete the versions named by ``tags``, pointer handled as in a prune.
+
+        Raise UnknownTagError (nothing deleted) if any tag names nothing, and
+        RefusedError (nothing deleted) if any is pinned, in use or still being
+        written and ``force`` is not set.
+        """
+        started = time.monotonic()
+        run_id = uuid.uuid4().hex[:12]
+        self.pruner.prepare()
+        with self.lock.held(lock_wait):
+            if not dry_run:
+                self.recover()
+            snapshot = self.census()
+            records: list[VersionRecord] = []
+            unknown = []
+            for tag in tags:
+                matches = self.resolve(snapshot, tag, kind)
+                if not matches or ":" not in tag:
+                    unknown.append(tag)
+                records.extend(matches)
+            if unknown:
+                raise UnknownTagError(
+                    "no such version in the store: "
+                    + ", ".join(unknown)
+                    + " (give name:version; `storewarden status` lists them)"
+                )
+            records = list({record.path: record for record in records}.values())
+            current = self.usage(snapshot.store_bytes)
+            scan = self.scan_in_use(records)
+            if not force:
+                refusals = []
+                for record in records:
+                    blockers = policy.explicit_blockers(
+                        record,
+                        config=self.config,
+                        now=self.clock(),
+                        in_use=scan.holders,
+                        pins=self.pins(),
+                    )
+                    if blockers:
+                        detail = scan.holders.get(record.path)
+                        refusals.append(
+                            f"{record.kind}/{record.tag}: {', '.join(blockers)}"
+                            + (f" ({detail})" if detail else "")
+                        )
+                if refusals:
+                    raise RefusedError(
+                        "refusing to delete (use --force to override): " + "; ".join(refusals)
+                    )
+            removals = tuple(Removal(record, policy.EXPLICIT) for record in records)
+            plan = Plan(
+                (),
+                current,
+                policy.target_of(self.config),
+                removals,
+                (),
+                (),
+                current.after_freeing(sum(r.bytes for r in removals)),
+                0,
+            )
+            removed: list[RemovalOutcome] = []
+            would: list[Removal] = []
+            failed: list[tuple[VersionRecord, str]] = []
+            store_bytes = snapshot.store_bytes
+            for removal in removals:
+                record = removal.version
+                if dry_run:
+                    after = current.after_freeing(record.bytes)
+                    self.log.info(
+                        "would_remove",
+                        **self._version_fields(record, policy.EXPLICIT),
+                        run_id=run_id,
+                        used_percent_before=round(current.used_percent, 2),
+                        used_percent_after=round(after.used_percent, 2),
+                    )
+                    would.append(removal)
+                    current = after
+                    continue
+                outcome = self._remove_one(record, policy.EXPLICIT, run_id, current, failed)
+                if outcome is None:
+                    continue
+                removed.append(outcome)
+                store_bytes -= record.bytes
+                current = self.usage(max(0, store_bytes))
+                self._log_removed(record, policy.EXPLICIT, run_id, outcome, current)
+            return CycleResult(
+                run_id,
+                plan,
+                dry_run,
+                removed=tuple(removed),
+                would_remove=tuple(would),
+                failed=tuple(failed),
+                usage_after=current,
+                seconds=time.monotonic() - started,
+            )

@@ -1,0 +1,183 @@
+"""Structured audit log: structlog configured once, JSON lines by default.
+
+Every line carries ``event``, ``timestamp`` (ISO 8601 UTC), ``level`` and
+``store``. :data:`EVENTS` is the schema (each event's required fields); it is
+documented in docs/audit-log.md and, with ``strict=True`` (the tests), every
+emitted event is held to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+import structlog
+
+_VERSION = frozenset({"kind", "name", "version", "path", "bytes", "creation_time", "reason"})
+_REMOVAL = _VERSION | {"run_id", "used_percent_before", "used_percent_after"}
+
+EVENTS: Mapping[str, frozenset[str]] = {
+    # one prune cycle
+    "prune_started": frozenset({"run_id", "triggers", "usage", "target", "dry_run", "planned"}),
+    "version_removed": _REMOVAL,
+    "would_remove": _REMOVAL,
+    "removal_skipped": frozenset({"run_id", "kind", "name", "version", "reasons"}),
+    "removal_failed": frozenset({"run_id", "kind", "name", "version", "error"}),
+    "prune_finished": frozenset(
+        {
+            "run_id",
+            "removed",
+            "bytes_freed",
+            "used_percent_after",
+            "shortfall_bytes",
+            "target_reached",
+            "seconds",
+            "dry_run",
+        }
+    ),
+    "prune_skipped": frozenset({"reason"}),
+    # pointers
+    "latest_changed": frozenset({"kind", "name", "old", "new", "reason"}),
+    "latest_removed": frozenset({"kind", "name", "old", "reason"}),
+    "pointer_repaired": frozenset({"kind", "name", "old", "new", "problem"}),
+    "pointer_repair_failed": frozenset({"kind", "name", "error"}),
+    # recovery of interrupted work
+    "trash_emptied": frozenset({"entries", "bytes"}),
+    "removal_rolled_back": frozenset({"kind", "name", "version"}),
+    "name_removed": frozenset({"kind", "name"}),
+    # the census
+    "store_problem": frozenset({"path", "problem"}),
+    "in_use_scan": frozenset({"processes", "uninspectable", "versions_in_use"}),
+    # the daemon
+    "daemon_started": frozenset({"pid", "config", "version"}),
+    "daemon_ready": frozenset({"versions", "store_bytes", "seconds"}),
+    "daemon_stopped": frozenset({"signal"}),
+    "store_missing": frozenset({"path"}),
+    "store_appeared": frozenset({"path"}),
+    "version_added": frozenset({"kind", "name", "version", "bytes"}),
+    "version_gone": frozenset({"kind", "name", "version"}),
+    "check": frozenset({"usage", "triggers"}),
+    "check_failed": frozenset({"error"}),
+    "reconcile_finished": frozenset({"added", "gone", "changed", "seconds"}),
+    "config_reloaded": frozenset({"config"}),
+    "config_rejected": frozenset({"config", "problems"}),
+    "observer_degraded": frozenset({"observer", "error"}),
+}
+COMMON = frozenset({"event", "timestamp", "level", "store"})
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+
+class SchemaError(Exception):
+    """An event that is not in :data:`EVENTS` or lacks a required field."""
+
+
+def check_event(event: Mapping[str, Any]) -> None:
+    """Raise SchemaError unless ``event`` is a known event with every required field."""
+    name = event.get("event")
+    if name not in EVENTS:
+        raise SchemaError(f"unknown event {name!r}")
+    missing = (EVENTS[str(name)] | COMMON) - set(event)
+    if missing:
+        raise SchemaError(f"event {name!r} lacks {sorted(missing)}")
+
+
+class LineWriter:
+    """A structlog logger that writes each rendered line to several streams, whole."""
+
+    def __init__(self, streams: list[IO[str]]) -> None:
+        self._streams = streams
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        """Write one line to every stream and flush (a crash must not lose it)."""
+        with self._lock:
+            for stream in self._streams:
+                try:
+                    stream.write(message + "\n")
+                    stream.flush()
+                except (OSError, ValueError):
+                    continue  # a closed pipe must not stop a prune half-way
+
+    debug = info = warning = warn = error = critical = exception = msg
+
+
+_state: dict[str, Any] = {"file": None}
+
+
+def _json_default(value: object) -> str:
+    return str(value)
+
+
+def configure(
+    *,
+    store: Path | str,
+    level: str = "info",
+    log_format: str = "json",
+    file: Path | None = None,
+    stream: TextIO | None = None,
+    strict: bool = False,
+) -> None:
+    """Configure structlog for the process; call again to reconfigure (SIGHUP).
+
+    Lines go to ``stream`` (stdout by default) and, when ``file`` is set,
+    are appended to that file too. ``strict`` holds every event to the
+    schema and raises SchemaError on a violation (for tests).
+    """
+    store_text = str(store)
+
+    def add_store(
+        _logger: object, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event.setdefault("store", store_text)
+        return event
+
+    def validate(
+        _logger: object, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        check_event(event)
+        return event
+
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_store,
+    ]
+    if strict:
+        processors.append(validate)
+    if log_format == "console":
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    else:
+        processors.append(
+            structlog.processors.JSONRenderer(serializer=json.dumps, default=_json_default)
+        )
+    previous = _state["file"]
+    if previous is not None:
+        previous.close()
+        _state["file"] = None
+    streams: list[IO[str]] = [stream if stream is not None else sys.stdout]
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handle = file.open("a", encoding="utf-8")
+        _state["file"] = handle
+        streams.append(handle)
+    writer = LineWriter(streams)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=lambda *_args: writer,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    """Return the process's structlog logger."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger()
+    return logger

@@ -1,0 +1,537 @@
+"""The only module that deletes versions or rewrites pointers.
+
+A removal keeps the store valid for BentoML at every instant:
+
+1. write an intent record (``<state>/trash/<id>.json``, fsynced);
+2. if ``latest`` names the victim, point it at the newest remaining complete
+   version (temp file under ``<state>/tmp``, fsync, rename over ``latest``,
+   fsync the directory) or, when none remains, remove the pointer;
+3. rename the version directory into ``<state>/trash/<id>`` (same
+   filesystem, outside ``models/`` and ``bentos/``): the version vanishes
+   from the store in one step;
+4. remove it from the trash file by file, then the intent record.
+
+:meth:`Pruner.recover` finishes or undoes whatever a crash interrupted. All
+filesystem writes go through :class:`Operations`, whose :meth:`~Operations.step`
+hook lets tests crash after any single step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from storewarden.logs import get_logger
+from storewarden.store import (
+    DESCRIPTORS,
+    POINTER,
+    FileSystem,
+    Kind,
+    Snapshot,
+    VersionRecord,
+    census,
+    is_valid_tag_part,
+    parse_descriptor,
+    read_pointer,
+)
+
+INTENT_SUFFIX = ".json"
+
+
+class StoreBusyError(Exception):
+    """Another warden holds the store's lock."""
+
+
+class UnsafeStateDirError(Exception):
+    """The state directory cannot hold the trash (another filesystem, or inside models/)."""
+
+
+class Operations:
+    """Every filesystem write a removal makes, one method per step.
+
+    ``step`` is called before each action with the step's name and path;
+    tests override it to simulate a crash (raise) after any number of steps.
+    """
+
+    def step(self, name: str, path: Path) -> None:
+        """Hook called before each filesystem action; does nothing here."""
+
+    def write_file(self, path: Path, data: bytes, mode: int = 0o644) -> None:
+        """Create ``path`` exclusively and write ``data`` (no fsync)."""
+        self.step("write_file", path)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(descriptor, view)
+                view = view[written:]
+        finally:
+            os.close(descriptor)
+        os.chmod(path, mode)  # the umask must not narrow what BentoML wrote (0644)
+
+    def fsync_file(self, path: Path) -> None:
+        """Flush a file's data to disk."""
+        self.step("fsync_file", path)
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def symlink(self, target: str, path: Path) -> None:
+        """Create the symlink ``path -> target``."""
+        self.step("symlink", path)
+        os.symlink(target, path)
+
+    def rename(self, source: Path, destination: Path) -> None:
+        """Atomically rename ``source`` to ``destination`` (same filesystem)."""
+        self.step("rename", source)
+        os.rename(source, destination)
+
+    def fsync_dir(self, path: Path) -> None:
+        """Make a directory's entries (renames, unlinks) durable."""
+        self.step("fsync_dir", path)
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def unlink(self, path: Path) -> None:
+        """Remove a file or symlink."""
+        self.step("unlink", path)
+        os.unlink(path)
+
+    def rmdir(self, path: Path) -> None:
+        """Remove an empty directory."""
+        self.step("rmdir", path)
+        os.rmdir(path)
+
+    def remove_tree(self, path: Path) -> int:
+        """Remove a directory tree bottom-up, never following symlinks; return bytes freed."""
+        freed = 0
+        try:
+            top = os.lstat(path)
+        except FileNotFoundError:
+            return 0
+        if not stat.S_ISDIR(top.st_mode):
+            freed += top.st_blocks * 512 if top.st_nlink == 1 else 0
+            self.unlink(path)
+            return freed
+        for directory, subdirectories, files in os.walk(path, topdown=False):
+            base = Path(directory)
+            for file_name in files:
+                target = base / file_name
+                with contextlib.suppress(FileNotFoundError):
+                    info = os.lstat(target)
+                    freed += info.st_blocks * 512 if info.st_nlink == 1 else 0
+                    self.unlink(target)
+            for subdirectory in subdirectories:
+                target = base / subdirectory
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.islink(target):
+                        self.unlink(target)  # os.walk lists links to dirs as dirs
+                    else:
+                        self.rmdir(target)
+        self.rmdir(path)
+        return freed
+
+
+@dataclass
+class StoreLock:
+    """An exclusive ``fcntl`` lock on ``<state>/lock``: one warden prunes a store at a time."""
+
+    path: Path
+    _descriptor: int | None = None
+
+    def acquire(self, wait: float = 0.0) -> None:
+        """Take the lock, waiting up to ``wait`` seconds; raise StoreBusyError if it stays taken."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(descriptor)
+                    raise StoreBusyError(
+                        f"another storewarden holds {self.path}; try again later"
+                    ) from None
+                time.sleep(0.05)
+                continue
+            break
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        self._descriptor = descriptor
+
+    def release(self) -> None:
+        """Release the lock if held."""
+        if self._descriptor is not None:
+            fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+            os.close(self._descriptor)
+            self._descriptor = None
+
+    @contextlib.contextmanager
+    def held(self, wait: float = 0.0) -> Iterator[StoreLock]:
+        """Hold the lock for the body of a ``with`` block."""
+        self.acquire(wait)
+        try:
+            yield self
+        finally:
+            self.release()
+
+
+@dataclass(frozen=True)
+class RemovalOutcome:
+    """What one removal did: bytes freed and the pointer change, if any."""
+
+    record: VersionRecord
+    bytes_freed: int
+    pointer_old: str | None
+    pointer_new: str | None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :meth:`Pruner.recover` finished or undid."""
+
+    rolled_back: int
+    completed: int
+    trash_entries: int
+    trash_bytes: int
+    pointers_repaired: int
+
+
+class Pruner:
+    """Removes versions and rewrites pointers in one store, crash-safely.
+
+    The caller holds the store lock around every call.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        state_dir: Path,
+        *,
+        kinds: tuple[Kind, ...] = ("models", "bentos"),
+        operations: Operations | None = None,
+        filesystem: FileSystem | None = None,
+    ) -> None:
+        self.root = root
+        self.state_dir = state_dir
+        self.kinds = kinds
+        self.operations = operations or Operations()
+        self.filesystem = filesystem or FileSystem()
+        self.trash = state_dir / "trash"
+        self.temporary = state_dir / "tmp"
+        self.log = get_logger()
+
+    # -- set-up -----------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the state directories; raise UnsafeStateDirError if they cannot hold trash.
+
+        The trash must be on the store's filesystem (a rename, not a copy)
+        and outside ``models/`` and ``bentos/`` (BentoML rejects any entry
+        there that is not a valid tag).
+        """
+        for kind in ("models", "bentos"):
+            kind_dir = self.root / kind
+            if self.state_dir == kind_dir or kind_dir in self.state_dir.parents:
+                raise UnsafeStateDirError(
+                    f"state_dir {self.state_dir} is inside {kind_dir}; BentoML would break"
+                )
+        for directory in (self.state_dir, self.trash, self.temporary):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if os.stat(self.trash).st_dev != os.stat(self.root).st_dev:
+            raise UnsafeStateDirError(
+                f"state_dir {self.state_dir} is on another filesystem than the store "
+                f"{self.root}; the trash must be reachable by rename"
+            )
+
+    # -- pointers ---------------------------------------------------------------
+
+    def read_pointer(self, kind: Kind, name: str) -> tuple[str | None, str | None]:
+        """Return ``(form, target)`` of the pointer now on disk; ``(None, None)`` if absent."""
+        path = self.root / kind / name / POINTER
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None, None
+        pointer = read_pointer(kind, name, path, self.filesystem, info)
+        return pointer.form, pointer.target
+
+    def newest_complete(self, kind: Kind, name: str, excluding: str | None) -> str | None:
+        """Return the newest complete version of a name on disk now, other than ``excluding``.
+
+        Reads the name directory afresh (versions may have appeared since the
+        census); a version is complete when its descriptor parses.
+        """
+        name_dir = self.root / kind / name
+        best: tuple[datetime, str] | None = None
+        try:
+            entries = self.filesystem.scandir(name_dir)
+        except FileNotFoundError:
+            return None
+        for entry in entries:
+            if entry.name in (POINTER, excluding) or not is_valid_tag_part(entry.name):
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                raw = self.filesystem.read_bytes(Path(entry.path) / DESCRIPTORS[kind], 4 << 20)
+            except OSError:
+                continue
+            descriptor = parse_descriptor(raw)
+            if descriptor.problem is not None:
+                continue
+            moment = descriptor.creation_time
+            if moment is None:
+                moment = datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, tz=UTC)
+            candidate = (moment, entry.name)
+            if best is None or candidate > best:
+                best = candidate
+        return best[1] if best else None
+
+    def write_pointer(self, kind: Kind, name: str, target: str, form: str | None) -> None:
+        """Atomically point ``latest`` of a name at ``target``, in ``form`` (file by default).
+
+        The temp file lives under ``<state>/tmp`` so no stray entry ever
+        appears in the name directory; a failure leaves the old pointer whole.
+        """
+        name_dir = self.root / kind / name
+        temporary = self.temporary / f"latest-{uuid.uuid4().hex}"
+        try:
+            if form == "symlink":
+                self.operations.symlink(target, temporary)
+            else:
+                self.operations.write_file(temporary, target.encode())
+                self.operations.fsync_file(temporary)
+            self.operations.rename(temporary, name_dir / POINTER)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        self.operations.fsync_dir(name_dir)
+
+    def remove_pointer(self, kind: Kind, name: str) -> None:
+        """Remove the ``latest`` pointer of a name, if present."""
+        path = self.root / kind / name / POINTER
+        with contextlib.suppress(FileNotFoundError):
+            self.operations.unlink(path)
+            self.operations.fsync_dir(path.parent)
+
+    def remove_name_if_empty(self, kind: Kind, name: str) -> bool:
+        """Remove a name directory that holds nothing (no versions, no pointer)."""
+        name_dir = self.root / kind / name
+        try:
+            self.operations.rmdir(name_dir)
+        except OSError as error:
+            if error.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                return False
+            raise
+        self.operations.fsync_dir(name_dir.parent)
+        self.log.info("name_removed", kind=kind, name=name)
+        return True
+
+    # -- removal ------------------------------------------------------------------
+
+    def _write_intent(self, intent_id: str, intent: dict[str, Any]) -> Path:
+        path = self.trash / f"{intent_id}{INTENT_SUFFIX}"
+        self.operations.write_file(path, json.dumps(intent).encode(), mode=0o600)
+        self.operations.fsync_file(path)
+        self.operations.fsync_dir(self.trash)
+        return path
+
+    def remove(self, record: VersionRecord, *, reason: str, run_id: str) -> RemovalOutcome:
+        """Remove one version crash-safely and return what was freed.
+
+        Moves ``latest`` first when it names the version. Raise OSError if a
+        step fails; the store is valid whatever step failed, and
+        :meth:`recover` finishes or undoes the rest.
+        """
+        kind, name = record.kind, record.name
+        intent_id = f"{run_id}-{uuid.uuid4().hex[:8]}"
+        form, current = self.read_pointer(kind, name)
+        pointer_new: str | None = None
+        moves_pointer = current == record.version
+        if moves_pointer:
+            pointer_new = self.newest_complete(kind, name, excluding=record.version)
+        intent = {
+            "kind": kind,
+            "name": name,
+            "version": record.version,
+            "path": str(record.path),
+            "bytes": record.bytes,
+            "creation_time": record.creation_time.isoformat(),
+            "reason": reason,
+            "run_id": run_id,
+            "pointer_old": current if moves_pointer else None,
+            "pointer_new": pointer_new,
+            "pointer_form": form,
+        }
+        intent_path = self._write_intent(intent_id, intent)
+        if moves_pointer:
+            if pointer_new is not None:
+                self.write_pointer(kind, name, pointer_new, form)
+                self.log.info(
+                    "latest_changed",
+                    kind=kind,
+                    name=name,
+                    old=record.version,
+                    new=pointer_new,
+                    reason="removed",
+                )
+            else:
+                self.remove_pointer(kind, name)
+                self.log.info(
+                    "latest_removed", kind=kind, name=name, old=record.version, reason="removed"
+                )
+        trash_entry = self.trash / intent_id
+        self.operations.rename(record.path, trash_entry)
+        self.operations.fsync_dir(record.path.parent)
+        if moves_pointer and pointer_new is None:
+            self.remove_name_if_empty(kind, name)
+        freed = self.operations.remove_tree(trash_entry)
+        self.operations.unlink(intent_path)
+        return RemovalOutcome(record, freed, current if moves_pointer else None, pointer_new)
+
+    # -- recovery ---------------------------------------------------------------
+
+    def recover(self, measure_percent: Callable[[], float]) -> Recovery:
+        """Finish or undo work a crash interrupted, empty the trash, repair pointers.
+
+        For each intent record: if the version is still in the store the
+        removal never happened, so a pointer moved for it is moved back;
+        otherwise the removal is completed and logged (``recovered=True``).
+        """
+        self.prepare()
+        for leftover in self._listing(self.temporary):
+            self.operations.remove_tree(self.temporary / leftover)
+        rolled_back = completed = 0
+        percent = measure_percent()
+        for entry in self._listing(self.trash):
+            if not entry.endswith(INTENT_SUFFIX):
+                continue
+            intent_path = self.trash / entry
+            intent = self._load_intent(intent_path)
+            trash_entry = self.trash / entry.removesuffix(INTENT_SUFFIX)
+            if intent is not None and self._finish_intent(intent, trash_entry, percent):
+                completed += 1
+            elif intent is not None:
+                rolled_back += 1
+            self.operations.remove_tree(trash_entry)
+            self.operations.unlink(intent_path)
+        entries = trash_bytes = 0
+        for leftover in self._listing(self.trash):
+            trash_bytes += self.operations.remove_tree(self.trash / leftover)
+            entries += 1
+        if entries:
+            self.log.info("trash_emptied", entries=entries, bytes=trash_bytes)
+        repaired = self.repair_pointers(census(self.root, self.kinds, self.filesystem))
+        return Recovery(rolled_back, completed, entries, trash_bytes, repaired)
+
+    def _listing(self, directory: Path) -> list[str]:
+        try:
+            return sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+
+    def _load_intent(self, path: Path) -> dict[str, Any] | None:
+        try:
+            intent = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None  # a torn intent: its removal had not begun (written before any step)
+        required = ("kind", "name", "version", "path")
+        if not isinstance(intent, dict) or any(key not in intent for key in required):
+            return None
+        if intent["kind"] not in ("models", "bentos"):
+            return None
+        return intent
+
+    def _finish_intent(self, intent: dict[str, Any], trash_entry: Path, percent: float) -> bool:
+        """Return True if the intent's version had left the store, False if rolled back."""
+        kind: Kind = intent["kind"]
+        name: str = intent["name"]
+        version: str = intent["version"]
+        original = self.root / kind / name / version
+        if not is_valid_tag_part(name) or not is_valid_tag_part(version):
+            return False
+        if os.path.lexists(original):
+            if intent.get("pointer_old") == version:
+                form, current = self.read_pointer(kind, name)
+                if current != version:
+                    self.write_pointer(kind, name, version, intent.get("pointer_form") or form)
+                    self.log.info(
+                        "latest_changed",
+                        kind=kind,
+                        name=name,
+                        old=current,
+                        new=version,
+                        reason="rollback",
+                    )
+            self.log.info("removal_rolled_back", kind=kind, name=name, version=version)
+            return False
+        self.log.info(
+            "version_removed",
+            kind=kind,
+            name=name,
+            version=version,
+            path=intent["path"],
+            bytes=intent.get("bytes", 0),
+            creation_time=intent.get("creation_time"),
+            reason=intent.get("reason", "unknown"),
+            run_id=intent.get("run_id", "unknown"),
+            used_percent_before=round(percent, 2),
+            used_percent_after=round(percent, 2),
+            recovered=True,
+        )
+        if intent.get("pointer_old") == version and intent.get("pointer_new") is None:
+            form, current = self.read_pointer(kind, name)
+            if current is None:
+                self.remove_name_if_empty(kind, name)
+        return True
+
+    def repair_pointers(self, snapshot: Snapshot) -> int:
+        """Point every pointer that names a missing or invalid version at the newest complete one.
+
+        A name left with no complete version loses its pointer (and its
+        directory, if that is then empty). Return how many were repaired.
+        """
+        repaired = 0
+        for (kind_text, name), pointer in sorted(snapshot.pointers.items()):
+            if pointer.problem is None:
+                continue
+            kind: Kind = "bentos" if kind_text == "bentos" else "models"
+            new = self.newest_complete(kind, name, excluding=None)
+            try:
+                if new is not None:
+                    self.write_pointer(kind, name, new, pointer.form)
+                else:
+                    self.remove_pointer(kind, name)
+                    self.remove_name_if_empty(kind, name)
+            except OSError as error:
+                self.log.error("pointer_repair_failed", kind=kind, name=name, error=str(error))
+                continue
+            self.log.info(
+                "pointer_repaired",
+                kind=kind,
+                name=name,
+                old=pointer.target,
+                new=new,
+                problem=pointer.problem,
+            )
+            repaired += 1
+        return repaired

@@ -1,0 +1,466 @@
+"""Census: read a BentoML store into an immutable snapshot.
+
+Nothing here writes. Filesystem calls go through :class:`FileSystem` so tests
+can make directories vanish mid-scan; a directory that vanishes is "gone", not
+an error. Symlinks are never followed: a version directory that is a symlink
+is reported as a problem and left alone, and a file inside a version that is
+a symlink is counted as the link itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+try:  # the C loader is several times faster on thousands of descriptors
+    from yaml import CSafeLoader as SafeLoader
+except ImportError:  # pragma: no cover - every wheel on PyPI ships libyaml
+    from yaml import SafeLoader  # type: ignore[assignment]
+
+Kind = Literal["models", "bentos"]
+DESCRIPTORS: Mapping[str, str] = {"models": "model.yaml", "bentos": "bento.yaml"}
+POINTER = "latest"
+TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+MAX_TAG_LENGTH = 63
+# A descriptor is a few KiB; anything far larger is not one BentoML wrote.
+MAX_DESCRIPTOR_BYTES = 4 * 1024 * 1024
+
+
+def is_valid_tag_part(text: str) -> bool:
+    """Return whether ``text`` is a valid BentoML name or version."""
+    return len(text) <= MAX_TAG_LENGTH and TAG_PATTERN.match(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """One version directory as the census found it.
+
+    ``creation_time_estimated`` is set when the descriptor gave no usable
+    ``creation_time`` and the directory's mtime stands in. ``last_change`` is
+    the newest mtime *or ctime* of anything inside: BentoML copies files with
+    ``shutil.copytree``, which copies the source's mtime, so only ctime shows
+    that a file was written just now.
+    """
+
+    kind: Kind
+    name: str
+    version: str
+    path: Path
+    creation_time: datetime
+    creation_time_estimated: bool
+    labels: Mapping[str, str]
+    bytes: int
+    last_change: datetime
+    complete: bool
+    readable: bool = True
+    problem: str | None = None
+
+    @property
+    def tag(self) -> str:
+        """Return ``name:version``."""
+        return f"{self.name}:{self.version}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Return ``(kind, name)``, the key of this version's pointer."""
+        return (self.kind, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    """A ``latest`` pointer: ``target`` is the version it names if that is a valid tag.
+
+    ``form`` is ``file`` (what BentoML writes) or ``symlink`` (what other
+    tools write). ``problem`` says why a pointer is unusable (invalid content,
+    a link out of the store, a missing target).
+    """
+
+    kind: Kind
+    name: str
+    path: Path
+    form: Literal["file", "symlink"]
+    target: str | None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An entry the census will not touch, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The store at one moment: every version, every pointer, every problem."""
+
+    root: Path
+    versions: tuple[VersionRecord, ...]
+    pointers: Mapping[tuple[str, str], Pointer]
+    problems: tuple[Problem, ...] = ()
+    _by_key: dict[tuple[str, str], tuple[VersionRecord, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        grouped: dict[tuple[str, str], list[VersionRecord]] = {}
+        for record in self.versions:
+            grouped.setdefault(record.key, []).append(record)
+        for key, records in grouped.items():
+            records.sort(key=lambda record: (record.creation_time, record.version))
+            self._by_key[key] = tuple(records)
+
+    @property
+    def store_bytes(self) -> int:
+        """Return the bytes of every version in the snapshot."""
+        return sum(record.bytes for record in self.versions)
+
+    def names(self) -> list[tuple[str, str]]:
+        """Return every ``(kind, name)`` that has versions or a pointer, sorted."""
+        return sorted(set(self._by_key) | set(self.pointers))
+
+    def versions_of(self, kind: str, name: str) -> tuple[VersionRecord, ...]:
+        """Return the versions of ``kind``/``name``, oldest first."""
+        return self._by_key.get((kind, name), ())
+
+    def find(self, kind: str, name: str, version: str) -> VersionRecord | None:
+        """Return the version with this tag, or None."""
+        for record in self.versions_of(kind, name):
+            if record.version == version:
+                return record
+        return None
+
+    def pointer_target(self, kind: str, name: str) -> str | None:
+        """Return the version the pointer of ``kind``/``name`` validly names, or None."""
+        pointer = self.pointers.get((kind, name))
+        return pointer.target if pointer is not None and pointer.problem is None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """What a walk of one version directory found."""
+
+    bytes: int
+    last_change: float
+    readable: bool
+
+
+class FileSystem:
+    """The filesystem calls the census makes; tests subclass it to inject races."""
+
+    def scandir(self, path: Path) -> list[os.DirEntry[str]]:
+        """Return the entries of ``path``; raise OSError as os.scandir does."""
+        with os.scandir(path) as entries:
+            return list(entries)
+
+    def lstat(self, path: Path) -> os.stat_result:
+        """Return ``os.lstat(path)``."""
+        return os.lstat(path)
+
+    def read_bytes(self, path: Path, limit: int) -> bytes:
+        """Return up to ``limit + 1`` bytes of a regular file, never following a symlink."""
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            return os.read(descriptor, limit + 1)
+        finally:
+            os.close(descriptor)
+
+    def readlink(self, path: Path) -> str:
+        """Return the target text of the symlink ``path``."""
+        return os.readlink(path)
+
+
+def _gone(error: OSError) -> bool:
+    return isinstance(error, FileNotFoundError | NotADirectoryError)
+
+
+def walk_version(path: Path, filesystem: FileSystem, seen: set[tuple[int, int]]) -> Walk:
+    """Given a version directory, return its bytes on disk and newest mtime/ctime.
+
+    Bytes are ``st_blocks * 512``; an inode already in ``seen`` (a hard link
+    met before, in this version or another) is not counted again. Symlinks are
+    counted as links, never followed. Raise FileNotFoundError if the directory
+    itself is gone.
+    """
+    top = filesystem.lstat(path)
+    total = top.st_blocks * 512
+    newest = max(top.st_mtime, top.st_ctime)
+    readable = True
+    pending = [path]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = filesystem.scandir(directory)
+        except PermissionError:
+            readable = False
+            continue
+        except OSError as error:
+            if directory == path and _gone(error):
+                raise FileNotFoundError(str(path)) from error
+            if _gone(error):
+                continue
+            raise
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as error:
+                if _gone(error):
+                    continue
+                raise
+            newest = max(newest, info.st_mtime, info.st_ctime)
+            if stat.S_ISDIR(info.st_mode):
+                total += info.st_blocks * 512
+                pending.append(Path(entry.path))
+                continue
+            if info.st_nlink > 1:
+                inode = (info.st_dev, info.st_ino)
+                if inode in seen:
+                    continue
+                seen.add(inode)
+            total += info.st_blocks * 512
+    return Walk(bytes=total, last_change=newest, readable=readable)
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """What the census takes from model.yaml / bento.yaml."""
+
+    creation_time: datetime | None
+    labels: Mapping[str, str]
+    problem: str | None
+
+
+def parse_descriptor(raw: bytes) -> Descriptor:
+    """Given the bytes of a descriptor, return its creation time and labels.
+
+    A descriptor that is not YAML, not a mapping, or too large is returned
+    with ``problem`` set and no creation time; the census then treats the
+    version as incomplete. A missing or unparseable ``creation_time`` alone is
+    not fatal (the caller falls back to the directory's mtime and flags it).
+    """
+    if len(raw) > MAX_DESCRIPTOR_BYTES:
+        return Descriptor(None, {}, "descriptor is too large")
+    if b"\x00" in raw:
+        return Descriptor(None, {}, "descriptor is binary")
+    try:
+        data = yaml.load(raw, Loader=SafeLoader)
+    except yaml.YAMLError:
+        return Descriptor(None, {}, "descriptor is not valid YAML")
+    if not isinstance(data, dict):
+        return Descriptor(None, {}, "descriptor is not a mapping")
+    labels_data = data.get("labels") or {}
+    labels = (
+        {str(key): str(value) for key, value in labels_data.items()}
+        if isinstance(labels_data, dict)
+        else {}
+    )
+    return Descriptor(parse_creation_time(data.get("creation_time")), labels, None)
+
+
+def parse_creation_time(value: object) -> datetime | None:
+    """Return ``value`` as an aware UTC datetime, or None if it is not a timestamp."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)  # BentoML writes UTC; a naive one is UTC too
+    return parsed.astimezone(UTC)
+
+
+def read_pointer(
+    kind: Kind, name: str, path: Path, filesystem: FileSystem, info: os.stat_result
+) -> Pointer:
+    """Given the ``latest`` entry of a name directory, return it as a Pointer."""
+    if stat.S_ISLNK(info.st_mode):
+        text = filesystem.readlink(path)
+        form: Literal["file", "symlink"] = "symlink"
+    elif stat.S_ISREG(info.st_mode):
+        raw = filesystem.read_bytes(path, 256)
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return Pointer(kind, name, path, "file", None, "pointer is not text")
+        form = "file"
+    else:
+        return Pointer(kind, name, path, "file", None, "pointer is neither a file nor a symlink")
+    if not is_valid_tag_part(text):
+        # '../../etc', '/abs/path', 'a/b' and the like: invalid input, never followed.
+        return Pointer(kind, name, path, form, None, f"pointer names {text[:80]!r}, not a version")
+    return Pointer(kind, name, path, form, text)
+
+
+def _to_datetime(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def census_version(
+    kind: Kind,
+    name: str,
+    path: Path,
+    filesystem: FileSystem | None = None,
+    seen: set[tuple[int, int]] | None = None,
+) -> VersionRecord | None:
+    """Given one version directory, return its record, or None if it vanished."""
+    filesystem = filesystem or FileSystem()
+    seen = set() if seen is None else seen
+    try:
+        walk = walk_version(path, filesystem, seen)
+        top = filesystem.lstat(path)
+    except FileNotFoundError:
+        return None
+    descriptor_path = path / DESCRIPTORS[kind]
+    problem: str | None = None
+    try:
+        descriptor = parse_descriptor(filesystem.read_bytes(descriptor_path, MAX_DESCRIPTOR_BYTES))
+        problem = descriptor.problem
+    except FileNotFoundError:
+        descriptor = Descriptor(None, {}, None)
+        problem = f"no {DESCRIPTORS[kind]}"
+    except OSError as error:
+        descriptor = Descriptor(None, {}, None)
+        problem = f"cannot read {DESCRIPTORS[kind]}: {error.strerror or error}"
+    complete = problem is None and walk.readable
+    if not walk.readable and problem is None:
+        problem = "unreadable entries inside"
+    creation_time = descriptor.creation_time
+    estimated = creation_time is None
+    if creation_time is None:
+        creation_time = _to_datetime(top.st_mtime)
+        if problem is None:
+            problem = "no usable creation_time; directory mtime used"
+    return VersionRecord(
+        kind=kind,
+        name=name,
+        version=path.name,
+        path=path,
+        creation_time=creation_time,
+        creation_time_estimated=estimated,
+        labels=descriptor.labels,
+        bytes=walk.bytes,
+        last_change=_to_datetime(walk.last_change),
+        complete=complete,
+        readable=walk.readable,
+        problem=problem,
+    )
+
+
+def _entries(path: Path, filesystem: FileSystem) -> Iterator[os.DirEntry[str]] | None:
+    try:
+        return iter(sorted(filesystem.scandir(path), key=lambda entry: entry.name))
+    except OSError as error:
+        if _gone(error):
+            return None
+        raise
+
+
+def _census_name(
+    kind: Kind,
+    name_entry: os.DirEntry[str],
+    filesystem: FileSystem,
+    seen: set[tuple[int, int]],
+    versions: list[VersionRecord],
+    pointers: dict[tuple[str, str], Pointer],
+    problems: list[Problem],
+) -> None:
+    """Add one name directory's versions, pointer and problems to the census lists."""
+    name_path = Path(name_entry.path)
+    if not is_valid_tag_part(name_entry.name):
+        problems.append(Problem(name_path, "name is not a valid BentoML tag"))
+        return
+    if name_entry.is_symlink() or not name_entry.is_dir(follow_symlinks=False):
+        problems.append(Problem(name_path, "not a directory; not scanned"))
+        return
+    try:
+        entries = _entries(name_path, filesystem)
+    except PermissionError:
+        problems.append(Problem(name_path, "cannot read the name directory"))
+        return
+    for entry in entries or ():
+        path = Path(entry.path)
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if entry.name == POINTER:
+                pointers[(kind, name_entry.name)] = read_pointer(
+                    kind, name_entry.name, path, filesystem, info
+                )
+                continue
+        except FileNotFoundError:
+            continue
+        if not is_valid_tag_part(entry.name):
+            problems.append(Problem(path, "entry is not a valid BentoML tag"))
+        elif not stat.S_ISDIR(info.st_mode):
+            problems.append(Problem(path, "version is a symlink or a file, not a directory"))
+        else:
+            record = census_version(kind, name_entry.name, path, filesystem, seen)
+            if record is not None:
+                versions.append(record)
+
+
+def census(
+    root: Path,
+    kinds: Iterable[Kind] = ("models", "bentos"),
+    filesystem: FileSystem | None = None,
+) -> Snapshot:
+    """Given a store root, return a Snapshot of its versions, pointers and problems.
+
+    A missing ``models/`` or ``bentos/`` is an empty kind. Raise
+    FileNotFoundError if the root itself does not exist, PermissionError if
+    it cannot be read.
+    """
+    filesystem = filesystem or FileSystem()
+    if not root.is_dir():
+        raise FileNotFoundError(f"store {root} does not exist or is not a directory")
+    versions: list[VersionRecord] = []
+    pointers: dict[tuple[str, str], Pointer] = {}
+    problems: list[Problem] = []
+    seen: set[tuple[int, int]] = set()
+    for kind in kinds:
+        kind_dir = root / kind
+        try:
+            kind_info = filesystem.lstat(kind_dir)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(kind_info.st_mode):
+            problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
+            continue
+        for name_entry in _entries(kind_dir, filesystem) or ():
+            _census_name(kind, name_entry, filesystem, seen, versions, pointers, problems)
+    snapshot = Snapshot(root=root, versions=tuple(versions), pointers=pointers)
+    return Snapshot(
+        root=root,
+        versions=snapshot.versions,
+        pointers=_check_targets(snapshot),
+        problems=tuple(problems),
+    )
+
+
+def _check_targets(snapshot: Snapshot) -> dict[tuple[str, str], Pointer]:
+    checked: dict[tuple[str, str], Pointer] = {}
+    for key, pointer in snapshot.pointers.items():
+        target = pointer.target
+        missing = (
+            pointer.problem is None
+            and target is not None
+            and snapshot.find(pointer.kind, pointer.name, target) is None
+        )
+        checked[key] = (
+            replace(pointer, problem=f"pointer names missing version {target!r}")
+            if missing
+            else pointer
+        )
+    return checked
