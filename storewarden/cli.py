@@ -417,3 +417,29 @@ def schema() -> None:
     Example: storewarden schema > storewarden.schema.json
     """
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@common_options
+@handle_errors
+def run(config_path: Path | None, store: Path | None) -> None:
+    """Run the daemon: watch the store, check usage on a schedule, prune under pressure.
+
+    SIGTERM/SIGINT stop it after the removal in progress; SIGHUP reloads the
+    config (an invalid one is logged as config_rejected and the old one kept).
+
+    \b
+    Example: storewarden run --config /etc/storewarden/storewarden.yaml
+    """
+    from storewarden.daemon import run_daemon  # noqa: PLC0415 - keeps one-shot commands light
+
+    config = load(config_path, store)
+    setup_logging(config, to_stderr=False)
+    sys.exit(
+        run_daemon(
+            config,
+            config_path=config_path,
+            store_override=store,
+            on_reload=lambda new: setup_logging(new, to_stderr=False),
+        )
+    )

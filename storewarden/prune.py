@@ -140,12 +140,14 @@ class Operations:
             for subdirectory in subdirectories:
                 target = base / subdirectory
                 with contextlib.suppress(FileNotFoundError):
-                    if os.path.islink(target):
+                    info = os.lstat(target)
+                    freed += info.st_blocks * 512
+                    if stat.S_ISLNK(info.st_mode):
                         self.unlink(target)  # os.walk lists links to dirs as dirs
                     else:
                         self.rmdir(target)
         self.rmdir(path)
-        return freed
+        return freed + top.st_blocks * 512
 
 
 @dataclass

@@ -444,12 +444,13 @@ def census(
     return Snapshot(
         root=root,
         versions=snapshot.versions,
-        pointers=_check_targets(snapshot),
+        pointers=check_targets(snapshot),
         problems=tuple(problems),
     )
 
 
-def _check_targets(snapshot: Snapshot) -> dict[tuple[str, str], Pointer]:
+def check_targets(snapshot: Snapshot) -> dict[tuple[str, str], Pointer]:
+    """Return the snapshot's pointers, each naming a version it lacks marked with a problem."""
     checked: dict[tuple[str, str], Pointer] = {}
     for key, pointer in snapshot.pointers.items():
         target = pointer.target

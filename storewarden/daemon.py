@@ -1,0 +1,419 @@
+"""The daemon: watcher + scheduler around the engine's one prune cycle.
+
+Wiring only. Watchdog events mark what changed and bring the next check
+forward; the APScheduler check job refreshes the index from those marks,
+measures usage and, when a trigger holds (or retention is due), runs
+:meth:`Engine.cycle` -- the same function ``storewarden prune`` calls.
+A reconcile job rescans the store and corrects the index.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from storewarden import __version__, policy
+from storewarden.config import Config, ConfigError, load_config
+from storewarden.engine import CycleResult, Engine
+from storewarden.index import Change, Index
+from storewarden.logs import get_logger
+from storewarden.notify import SystemdNotifier
+from storewarden.prune import StoreBusyError
+from storewarden.watcher import ChangeRecorder, make_observer, watch
+
+EXIT_OK = 0
+
+
+def _human(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            break
+        count /= 1024
+    return f"{count:.1f} {unit}"
+
+
+class Daemon:
+    """One store's warden process. ``run()`` blocks until ``stop()`` (SIGTERM/SIGINT)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        store_override: Path | None = None,
+        notifier: SystemdNotifier | None = None,
+        engine_factory: Callable[[Config], Engine] = Engine,
+        on_reload: Callable[[Config], None] = lambda _config: None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.store_override = store_override
+        self.notifier = notifier or SystemdNotifier.from_environment()
+        self.engine_factory = engine_factory
+        self.on_reload = on_reload
+        self.log = get_logger()
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.ready = threading.Event()
+        self._mutex = threading.RLock()
+        self._early_check_pending = threading.Event()
+        self._plan_due = True
+        self._engine: Engine | None = None
+        self._index: Index | None = None
+        self._recorder: ChangeRecorder | None = None
+        self._observer: BaseObserver | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self._watched_kinds: set[str] = set()
+        self.last_result: CycleResult | None = None
+        self.last_status = ""
+
+    # -- public ---------------------------------------------------------------------
+
+    def stop(self, signal_name: str = "stop") -> None:
+        """Ask the daemon to stop after the removal in progress."""
+        self._stop_signal = signal_name
+        self.stop_requested.set()
+
+    def request_reload(self) -> None:
+        """Ask the daemon to reload its config (SIGHUP)."""
+        self.reload_requested.set()
+
+    @property
+    def index(self) -> Index | None:
+        """Return the live index (for tests and status)."""
+        return self._index
+
+    def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        self._stop_signal = "stop"
+        self.log.info(
+            "daemon_started",
+            pid=os.getpid(),
+            config=str(self.config_path) if self.config_path else None,
+            version=__version__,
+        )
+        try:
+            while not self.stop_requested.is_set():
+                if not self._wait_for_store():
+                    break
+                self._start()
+                while not self.stop_requested.wait(0.2):
+                    if self.reload_requested.is_set():
+                        self.reload_requested.clear()
+                        self._reload()
+                break
+        finally:
+            self._shutdown()
+            self.notifier.stopping()
+            self.log.info("daemon_stopped", signal=self._stop_signal)
+        return EXIT_OK
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _wait_for_store(self) -> bool:
+        """Wait until the store exists; return False if stopped first."""
+        root = self.config.store
+        if root.is_dir():
+            return True
+        self.log.warning("store_missing", path=str(root))
+        self.notifier.status(f"waiting for the store {root} to appear")
+        self.ready.set()  # ready, if idle: systemd must not time the start out
+        self.notifier.ready()
+        while not self.stop_requested.wait(1.0):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload_config_only()
+                root = self.config.store
+            if root.is_dir():
+                self.log.info("store_appeared", path=str(root))
+                return True
+        return False
+
+    def _start(self) -> None:
+        """Lock, recover, census, start the observer and the scheduler, report ready."""
+        started = time.monotonic()
+        engine = self.engine_factory(self.config)
+        engine.pruner.prepare()
+        try:
+            with engine.lock.held(wait=30.0):
+                engine.recover()
+        except StoreBusyError:
+            self.log.warning("prune_skipped", reason="locked by another warden; recovery deferred")
+        index = Index(engine.root, self.config.kinds)
+        index.load(engine.census())
+        self._engine, self._index = engine, index
+        self._recorder = ChangeRecorder(index, self._on_change)
+        self._observer = self._start_observer(engine.root)
+        self._scheduler = self._start_scheduler()
+        self.ready.set()
+        self.notifier.ready()
+        self.log.info(
+            "daemon_ready",
+            versions=len(index.versions),
+            store_bytes=index.store_bytes,
+            seconds=round(time.monotonic() - started, 3),
+            observer=type(self._observer).__name__,
+        )
+        self._request_check(0.0)
+
+    def _start_observer(self, root: Path) -> BaseObserver:
+        recorder = self._recorder
+        if recorder is None:
+            raise RuntimeError("the change recorder must exist before the observer")
+        observer = make_observer(self.config.schedule.observer)
+        try:
+            watch(observer, recorder, root, self.config.kinds)
+            observer.start()
+        except OSError as error:
+            # The inotify watch (or instance) limit: fall back to polling, the
+            # reconcile job corrects whatever the switch missed.
+            self.log.warning("observer_degraded", observer="polling", error=str(error))
+            observer.unschedule_all()
+            observer = PollingObserver(timeout=max(5.0, self.config.schedule.check_interval / 4))
+            watch(observer, recorder, root, self.config.kinds)
+            observer.start()
+        self._watched_kinds = {kind for kind in self.config.kinds if (root / kind).is_dir()}
+        return observer
+
+    def _start_scheduler(self) -> BackgroundScheduler:
+        schedule = self.config.schedule
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+        )
+        scheduler.add_job(
+            self.check, "interval", seconds=schedule.check_interval, id="check", name="check"
+        )
+        scheduler.add_job(
+            self.reconcile,
+            "interval",
+            seconds=schedule.reconcile_interval,
+            id="reconcile",
+            name="reconcile",
+        )
+        interval = self.notifier.watchdog_interval_seconds()
+        if interval:
+            scheduler.add_job(self.notifier.watchdog, "interval", seconds=interval, id="watchdog")
+        scheduler.start()
+        return scheduler
+
+    def _shutdown(self) -> None:
+        """Stop the scheduler (waiting for a running job) and the observer."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout=5)
+
+    def _reload_config_only(self) -> bool:
+        try:
+            config = load_config(self.config_path, store=self.store_override)
+        except ConfigError as error:
+            self.log.error("config_rejected", config=str(self.config_path), problems=error.problems)
+            return False
+        self.config = config
+        self.on_reload(config)
+        self.log.info("config_reloaded", config=str(self.config_path))
+        return True
+
+    def _reload(self) -> None:
+        """Reload the config (SIGHUP); keep the old one if the new one is invalid."""
+        self.notifier.reloading()
+        if self._reload_config_only():
+            self._shutdown()
+            if self._wait_for_store():
+                self._start()
+        else:
+            self.notifier.ready()
+
+    # -- jobs -----------------------------------------------------------------------
+
+    def _on_change(self) -> None:
+        """Called from the observer thread: bring the next check forward (debounced)."""
+        self._plan_due = True
+        if not self._early_check_pending.is_set():
+            self._early_check_pending.set()
+            self._request_check(self.config.schedule.debounce)
+
+    def _request_check(self, delay: float) -> None:
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        when = datetime.now(tz=UTC) + timedelta(seconds=delay)
+        try:
+            scheduler.modify_job("check", next_run_time=when)
+        except (
+            Exception
+        ):  # broad on purpose: the scheduler may be shutting down; the interval job remains
+            self._early_check_pending.clear()
+
+    def _log_changes(self, changes: list[Change]) -> None:
+        for change in changes:
+            record = change.record
+            if change.what == "added" and record is not None:
+                self.log.info(
+                    "version_added",
+                    kind=record.kind,
+                    name=record.name,
+                    version=record.version,
+                    bytes=record.bytes,
+                )
+            elif change.what == "gone" and record is not None:
+                self.log.info(
+                    "version_gone", kind=record.kind, name=record.name, version=record.version
+                )
+            elif change.what == "latest":
+                self.log.info(
+                    "latest_changed",
+                    kind=change.kind,
+                    name=change.name,
+                    old=change.old,
+                    new=change.new,
+                    reason="observed",
+                )
+
+    def _watch_new_kinds(self) -> None:
+        engine, observer, recorder = self._engine, self._observer, self._recorder
+        if engine is None or observer is None or recorder is None:
+            return
+        for kind in self.config.kinds:
+            directory = engine.root / kind
+            if kind not in self._watched_kinds and directory.is_dir():
+                try:
+                    observer.schedule(recorder, str(directory), recursive=True)
+                except OSError as error:
+                    self.log.warning(
+                        "observer_degraded", observer="reconcile only", error=str(error)
+                    )
+                self._watched_kinds.add(kind)
+
+    def check(self) -> CycleResult | None:
+        """The check job: apply marked changes, measure, prune if a trigger holds or plan is due."""
+        self._early_check_pending.clear()
+        with self._mutex:
+            engine, index, recorder = self._engine, self._index, self._recorder
+            if engine is None or index is None or recorder is None:
+                return None
+            try:
+                touched = recorder.drain()
+                if touched:
+                    self._log_changes(index.refresh(touched))
+                    if any(name is None for _kind, name, _version in touched):
+                        self._watch_new_kinds()
+                usage = engine.usage(index.store_bytes)
+                triggers = policy.triggers_holding(usage, self.config)
+                self.log.debug(
+                    "check", usage=usage.as_dict(), triggers=list(triggers), changed=len(touched)
+                )
+                result = None
+                if triggers or self._plan_due:
+                    self._plan_due = False
+                    result = self._cycle(engine, index)
+                self._report(usage.used_percent)
+            except Exception as error:  # broad on purpose: a failing check must not kill the job
+                self.log.error("check_failed", error=f"{type(error).__name__}: {error}")
+                return None
+            else:
+                return result
+            finally:
+                if recorder.pending():
+                    self._request_check(self.config.schedule.debounce)
+
+    def _cycle(self, engine: Engine, index: Index) -> CycleResult | None:
+        try:
+            result = engine.cycle(snapshot=index.snapshot(), should_stop=self.stop_requested.is_set)
+        except StoreBusyError:
+            self.log.info("prune_skipped", reason="store locked by another warden")
+            return None
+        for outcome in result.removed:
+            index.forget(outcome.record.path)
+            if outcome.pointer_old is not None:
+                index.record_pointer(outcome.record.kind, outcome.record.name, outcome.pointer_new)
+        if result.removed or result.would_remove or result.plan.triggers:
+            self.last_result = result
+        return result
+
+    def reconcile(self) -> None:
+        """The reconcile job: rescan the store and correct the index; log what was off."""
+        with self._mutex:
+            engine, index, recorder = self._engine, self._index, self._recorder
+            if engine is None or index is None or recorder is None:
+                return
+            started = time.monotonic()
+            try:
+                recorder.drain()  # the census below sees everything these marks point at
+                added, gone, changed = index.load(engine.census())
+            except (
+                Exception
+            ) as error:  # broad on purpose: the store may vanish; the next run retries
+                self.log.error("check_failed", error=f"reconcile: {type(error).__name__}: {error}")
+                return
+            self._plan_due = True
+            self.log.info(
+                "reconcile_finished",
+                added=added,
+                gone=gone,
+                changed=changed,
+                seconds=round(time.monotonic() - started, 3),
+            )
+        self._request_check(0.0)
+
+    def _report(self, used_percent: float) -> None:
+        text = f"used {used_percent:.1f}%"
+        index = self._index
+        if index is not None:
+            text += f", store {_human(index.store_bytes)} in {len(index.versions)} versions"
+        last = self.last_result
+        if last is not None:
+            text += (
+                f"; last prune removed {len(last.removed)} ({_human(last.bytes_freed)}),"
+                f" target {'reached' if last.target_reached else 'NOT reached'}"
+            )
+        if text != self.last_status:
+            self.last_status = text
+            self.notifier.status(text)
+
+
+def run_daemon(
+    config: Config,
+    *,
+    config_path: Path | None,
+    store_override: Path | None,
+    on_reload: Callable[[Config], None],
+) -> int:
+    """Run the daemon in this process with SIGTERM/SIGINT/SIGHUP handlers; return the exit code."""
+    daemon = Daemon(
+        config, config_path=config_path, store_override=store_override, on_reload=on_reload
+    )
+
+    def on_stop(number: int, _frame: FrameType | None) -> None:
+        daemon.stop(signal.Signals(number).name)
+
+    def on_hangup(_number: int, _frame: FrameType | None) -> None:
+        daemon.request_reload()
+
+    previous: dict[signal.Signals, Any] = {}
+    for number, handler in (
+        (signal.SIGTERM, on_stop),
+        (signal.SIGINT, on_stop),
+        (signal.SIGHUP, on_hangup),
+    ):
+        previous[number] = signal.signal(number, handler)
+    try:
+        return daemon.run()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

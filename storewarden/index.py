@@ -1,0 +1,215 @@
+"""The daemon's in-memory index of the store, kept current from watcher events.
+
+The index is the source of sizes between rescans: a version is censused when
+an event touches it (and so once more when it completes), never on a check.
+``store_bytes`` is kept as a running sum so a check with nothing changed costs
+a dictionary lookup. Not thread-safe by itself: the daemon serialises access.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storewarden.store import (
+    POINTER,
+    FileSystem,
+    Kind,
+    Pointer,
+    Problem,
+    Snapshot,
+    VersionRecord,
+    census_version,
+    check_targets,
+    is_valid_tag_part,
+    read_pointer,
+)
+
+# What an event touched: (kind, name or None, version or None).
+Touched = tuple[str, str | None, str | None]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference the index found: ``added`` (became complete), ``gone``, ``latest``."""
+
+    what: str
+    record: VersionRecord | None = None
+    kind: str = ""
+    name: str = ""
+    old: str | None = None
+    new: str | None = None
+
+
+@dataclass
+class Index:
+    """Versions and pointers of one store, by path."""
+
+    root: Path
+    kinds: tuple[Kind, ...]
+    filesystem: FileSystem = field(default_factory=FileSystem)
+    versions: dict[Path, VersionRecord] = field(default_factory=dict)
+    pointers: dict[tuple[str, str], Pointer] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+    store_bytes: int = 0
+
+    def load(self, snapshot: Snapshot) -> tuple[int, int, int]:
+        """Replace the index with a census; return (added, gone, changed) against the old one."""
+        fresh = {record.path: record for record in snapshot.versions}
+        added = sum(1 for path in fresh if path not in self.versions)
+        gone = sum(1 for path in self.versions if path not in fresh)
+        changed = sum(
+            1
+            for path, record in fresh.items()
+            if path in self.versions and _differs(self.versions[path], record)
+        )
+        self.versions = fresh
+        self.pointers = dict(snapshot.pointers)
+        self.problems = snapshot.problems
+        self.store_bytes = sum(record.bytes for record in fresh.values())
+        return added, gone, changed
+
+    def snapshot(self) -> Snapshot:
+        """Return the index as a Snapshot for the planner."""
+        base = Snapshot(self.root, tuple(self.versions.values()), self.pointers)
+        return Snapshot(self.root, base.versions, check_targets(base), self.problems)
+
+    def touched(self, path: str) -> Touched | None:
+        """Map an event path to what it touched, or None if it is outside the watched kinds."""
+        root = str(self.root).rstrip("/") + "/"
+        if not path.startswith(root):
+            return None
+        parts = path[len(root) :].split("/")
+        if parts[0] not in self.kinds:
+            return None
+        name = parts[1] if len(parts) > 1 and parts[1] else None
+        version = parts[2] if len(parts) > 2 and parts[2] else None
+        return (parts[0], name, version)
+
+    def forget(self, path: Path) -> None:
+        """Drop a version the daemon itself removed (no event logged for it)."""
+        record = self.versions.pop(path, None)
+        if record is not None:
+            self.store_bytes -= record.bytes
+
+    def record_pointer(self, kind: str, name: str, target: str | None) -> None:
+        """Record a pointer change the daemon itself made, so its event is not reported again."""
+        key = (kind, name)
+        old = self.pointers.get(key)
+        if target is None:
+            self.pointers.pop(key, None)
+            return
+        path = self.root / kind / name / POINTER
+        form = old.form if old is not None else "file"
+        self.pointers[key] = Pointer(_kind(kind), name, path, form, target)
+
+    def refresh(self, touched: Iterable[Touched]) -> list[Change]:
+        """Re-read what events touched; return the changes found."""
+        changes: list[Change] = []
+        names: set[tuple[str, str]] = set()
+        kinds: set[str] = set()
+        versions: set[tuple[str, str, str]] = set()
+        for kind, name, version in touched:
+            if name is None:
+                kinds.add(kind)
+            elif version is None or version == POINTER:
+                names.add((kind, name))
+            else:
+                versions.add((kind, name, version))
+        for kind in kinds:
+            names.update(self._names_under(kind))
+        for kind, name in sorted(names):
+            versions.update(self._versions_under(kind, name))
+            changes.extend(self.refresh_pointer(kind, name))
+        for kind, name, version in sorted(versions):
+            change = self._refresh_version(kind, name, version)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _names_under(self, kind: str) -> set[tuple[str, str]]:
+        """Every name on disk or in the index under one kind."""
+        found = {key for key in self.pointers if key[0] == kind}
+        found |= {
+            (record.kind, record.name) for record in self.versions.values() if record.kind == kind
+        }
+        try:
+            entries = self.filesystem.scandir(self.root / kind)
+        except OSError:
+            entries = []
+        found |= {(kind, entry.name) for entry in entries if is_valid_tag_part(entry.name)}
+        return found
+
+    def _versions_under(self, kind: str, name: str) -> set[tuple[str, str, str]]:
+        """Every version of a name on disk or in the index."""
+        found: set[tuple[str, str, str]] = {
+            (record.kind, name, record.version)
+            for record in self.versions.values()
+            if record.kind == kind and record.name == name
+        }
+        try:
+            entries = self.filesystem.scandir(self.root / kind / name)
+        except OSError:
+            entries = []
+        found |= {
+            (kind, name, entry.name)
+            for entry in entries
+            if entry.name != POINTER and is_valid_tag_part(entry.name)
+        }
+        return found
+
+    def _refresh_version(self, kind: str, name: str, version: str) -> Change | None:
+        path = self.root / kind / name / version
+        old = self.versions.get(path)
+        record: VersionRecord | None = None
+        try:
+            info = os.lstat(path)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISDIR(info.st_mode) and is_valid_tag_part(version):
+            record = census_version(_kind(kind), name, path, self.filesystem)
+        if record is None:
+            if old is None:
+                return None
+            self.forget(path)
+            return Change("gone", old)
+        self.versions[path] = record
+        self.store_bytes += record.bytes - (old.bytes if old is not None else 0)
+        if record.complete and (old is None or not old.complete):
+            return Change("added", record)
+        return None
+
+    def refresh_pointer(self, kind: str, name: str) -> list[Change]:
+        """Re-read the pointer of a name; return a ``latest`` change if its target moved."""
+        key = (kind, name)
+        path = self.root / kind / name / POINTER
+        old = self.pointers.get(key)
+        try:
+            info = os.lstat(path)
+            pointer: Pointer | None = read_pointer(_kind(kind), name, path, self.filesystem, info)
+        except OSError:
+            pointer = None
+        if pointer is None:
+            self.pointers.pop(key, None)
+        else:
+            self.pointers[key] = pointer
+        old_target = old.target if old is not None else None
+        new_target = pointer.target if pointer is not None else None
+        if old_target == new_target:
+            return []
+        return [Change("latest", kind=kind, name=name, old=old_target, new=new_target)]
+
+
+def _kind(text: str) -> Kind:
+    return "bentos" if text == "bentos" else "models"
+
+
+def _differs(old: VersionRecord, new: VersionRecord) -> bool:
+    return (old.bytes, old.complete, old.creation_time) != (
+        new.bytes,
+        new.complete,
+        new.creation_time,
+    )
