@@ -189,7 +189,11 @@ class Engine:
             pins=self.pins(),
         )
         if removal.reason == policy.ABANDONED:
-            reasons = [reason for reason in reasons if reason in (policy.PINNED, policy.IN_USE)]
+            reasons = [
+                reason
+                for reason in reasons
+                if reason in (policy.PINNED, policy.IN_USE, policy.SETTLE)
+            ]
             if fresh.complete:
                 reasons.append("completed")
         elif not fresh.complete:

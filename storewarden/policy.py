@@ -247,7 +247,8 @@ def _classify_incomplete(
     if _age(now, record.last_change) < settings.abandoned_after:
         into.kept.append(Kept(record, (INCOMPLETE, *reasons)))
         return
-    blockers = [reason for reason in reasons if reason in (PINNED, IN_USE)]
+    # A writer still at work (settle) blocks too, even where abandoned_after < settle.
+    blockers = [reason for reason in reasons if reason in (PINNED, IN_USE, SETTLE)]
     if blockers:
         into.kept.append(Kept(record, (INCOMPLETE, *blockers)))
     else:

@@ -14,7 +14,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,10 @@ TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
 MAX_TAG_LENGTH = 63
 # A descriptor is a few KiB; anything far larger is not one BentoML wrote.
 MAX_DESCRIPTOR_BYTES = 4 * 1024 * 1024
+# A creation_time further ahead of the wall clock than this is not real (a clock
+# skew between hosts sharing a store is minutes): it would keep the version
+# "newest" and under min_age forever, so the directory's mtime stands in.
+FUTURE_TOLERANCE = timedelta(hours=1)
 
 
 def is_valid_tag_part(text: str) -> bool:
@@ -329,6 +333,10 @@ def census_version(
         descriptor = parse_descriptor(filesystem.read_bytes(descriptor_path, MAX_DESCRIPTOR_BYTES))
         problem = descriptor.problem
     except FileNotFoundError:
+        try:
+            filesystem.lstat(path)
+        except FileNotFoundError:
+            return None  # the whole version vanished after the walk
         descriptor = Descriptor(None, {}, None)
         problem = f"no {DESCRIPTORS[kind]}"
     except OSError as error:
@@ -338,6 +346,8 @@ def census_version(
     if not walk.readable and problem is None:
         problem = "unreadable entries inside"
     creation_time = descriptor.creation_time
+    if creation_time is not None and creation_time > datetime.now(tz=UTC) + FUTURE_TOLERANCE:
+        creation_time = None
     estimated = creation_time is None
     if creation_time is None:
         creation_time = _to_datetime(top.st_mtime)

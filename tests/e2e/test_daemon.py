@@ -200,7 +200,7 @@ def test_daemon_waits_for_a_store_created_after_it_started(
     daemon.wait_for(lambda events: any(e["event"] == "prune_finished" for e in events), "a prune")
     names = [event["event"] for event in daemon.events()]
     assert names.index("store_appeared") < names.index("daemon_ready")
-    assert [event["version"] for event in daemon.named("version_removed")][0] == "v0x"
+    assert daemon.named("version_removed")[0]["version"] == "v0x"
     assert (store / "models" / "iris" / "v3x").is_dir()
     assert daemon.stop() == 0
 
