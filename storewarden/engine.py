@@ -150,7 +150,9 @@ class Engine:
         if draft.removals or draft.reserve:
             scan = self.scan_in_use(snapshot.versions)
             if scan.uninspectable or scan.holders:
-                self.log.info(
+                # info when something is held, debug otherwise: as root a kernel or
+                # zombie process is always uninspectable and would log every plan.
+                (self.log.info if scan.holders else self.log.debug)(
                     "in_use_scan",
                     processes=scan.processes,
                     uninspectable=scan.uninspectable,

@@ -174,8 +174,12 @@ class StoreLock:
                 time.sleep(0.05)
                 continue
             break
-        os.ftruncate(descriptor, 0)
-        os.write(descriptor, f"{os.getpid()}\n".encode())
+        # The pid is a hint for humans only: on a full disk the write fails, and
+        # that must neither stop the warden that is there to free space nor
+        # leak the descriptor (and with it the lock).
+        with contextlib.suppress(OSError):
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"{os.getpid()}\n".encode())
         self._descriptor = descriptor
 
     def release(self) -> None:
