@@ -7,6 +7,7 @@ process scanner, usage meter), all injectable; the decisions live in
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import uuid
@@ -22,6 +23,9 @@ from storewarden.policy import Plan, Removal
 from storewarden.prune import Operations, Pruner, Recovery, RemovalOutcome, StoreLock
 from storewarden.store import FileSystem, Kind, Snapshot, VersionRecord, census, census_version
 from storewarden.usage import Usage
+
+# Marks a removal that failed for lack of space and is tried again at the end of the cycle.
+_DEFERRED = "deferred: no space left on device"
 
 
 def utc_now() -> datetime:
@@ -278,7 +282,9 @@ class Engine:
         }
         current = plan.usage
         store_bytes = view.snapshot.store_bytes
-        for removal in (*plan.removals, *plan.reserve):
+        queue = [*plan.removals, *plan.reserve]
+        deferred: set[int] = set()
+        for removal in queue:  # grows while iterating: a removal deferred for ENOSPC goes last
             is_pressure = id(removal) not in mandatory
             if is_pressure and plan.target.holds(current):
                 continue
@@ -311,8 +317,14 @@ class Engine:
                     reasons=reasons,
                 )
                 continue
-            outcome = self._remove_one(fresh, removal.reason, run_id, current, failed)
+            retry = id(removal) not in deferred
+            outcome = self._remove_one(fresh, removal.reason, run_id, current, failed, retry)
             if outcome is None:
+                if retry and failed and failed[-1][0] is fresh and failed[-1][1] == _DEFERRED:
+                    # A full disk: removals that need no new block free some first.
+                    failed.pop()
+                    deferred.add(id(removal))
+                    queue.append(removal)
                 continue
             removed.append(outcome)
             store_bytes -= fresh.bytes
@@ -351,10 +363,14 @@ class Engine:
         run_id: str,
         before: Usage,
         failed: list[tuple[VersionRecord, str]],
+        defer_enospc: bool = False,
     ) -> RemovalOutcome | None:
         try:
             return self.pruner.remove(record, reason=reason, run_id=run_id)
         except OSError as error:
+            if defer_enospc and error.errno == errno.ENOSPC:
+                failed.append((record, _DEFERRED))
+                return None
             failed.append((record, str(error)))
             self.log.error(
                 "removal_failed",

@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
+import re
 import stat
 import time
 import uuid
@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from storewarden.logs import get_logger
 from storewarden.store import (
@@ -45,8 +44,6 @@ from storewarden.store import (
     parse_descriptor,
     read_pointer,
 )
-
-INTENT_SUFFIX = ".json"
 
 
 class StoreBusyError(Exception):
@@ -199,6 +196,61 @@ class StoreLock:
             self.release()
 
 
+_INTENT_FIELDS = 8
+_REASON = re.compile(r"^[a-z_]{1,32}$")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A removal about to happen, recorded as the name of an empty file in the trash.
+
+    ``pointer`` is ``-`` when the removal does not move ``latest``, else the
+    first letter of the pointer's form (``f``ile or ``s``ymlink). ``+`` never
+    occurs in a tag, so it separates the fields; the name stays under 255
+    bytes even for 63-character names and versions.
+    """
+
+    intent_id: str
+    kind: Kind
+    name: str
+    version: str
+    reason: str
+    bytes: int
+    created: int
+    pointer: str
+
+    def file_name(self) -> str:
+        """Return the intent file's name."""
+        fields = (self.intent_id, self.kind, self.name, self.version, self.reason)
+        return "+".join((*fields, str(self.bytes), str(self.created), self.pointer))
+
+    @classmethod
+    def parse(cls, file_name: str) -> Intent | None:
+        """Return the intent a file name records, or None if it is not a valid one."""
+        fields = file_name.split("+")
+        if len(fields) != _INTENT_FIELDS:
+            return None
+        intent_id, kind, name, version, reason, size, created, pointer = fields
+        if kind not in ("models", "bentos") or pointer not in ("-", "f", "s"):
+            return None
+        if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
+            return None
+        if not re.fullmatch(r"[0-9a-f]{1,32}-[0-9]{1,9}", intent_id) or not _REASON.match(reason):
+            return None
+        if not (size.isdigit() and created.lstrip("-").isdigit()):
+            return None
+        return cls(
+            intent_id,
+            "models" if kind == "models" else "bentos",
+            name,
+            version,
+            reason,
+            int(size),
+            int(created),
+            pointer,
+        )
+
+
 @dataclass(frozen=True)
 class RemovalOutcome:
     """What one removal did: bytes freed and the pointer change, if any."""
@@ -243,6 +295,7 @@ class Pruner:
         self.trash = state_dir / "trash"
         self.temporary = state_dir / "tmp"
         self.log = get_logger()
+        self._sequence = 0
 
     # -- set-up -----------------------------------------------------------------
 
@@ -354,10 +407,14 @@ class Pruner:
 
     # -- removal ------------------------------------------------------------------
 
-    def _write_intent(self, intent_id: str, intent: dict[str, Any]) -> Path:
-        path = self.trash / f"{intent_id}{INTENT_SUFFIX}"
-        self.operations.write_file(path, json.dumps(intent).encode(), mode=0o600)
-        self.operations.fsync_file(path)
+    def _write_intent(self, intent: Intent) -> Path:
+        """Record the intent as an empty file whose name holds it: no data block needed.
+
+        A full filesystem has no block for a record's contents, but a name
+        in the trash directory's existing block costs nothing.
+        """
+        path = self.trash / intent.file_name()
+        self.operations.write_file(path, b"", mode=0o600)
         self.operations.fsync_dir(self.trash)
         return path
 
@@ -369,26 +426,24 @@ class Pruner:
         :meth:`recover` finishes or undoes the rest.
         """
         kind, name = record.kind, record.name
-        intent_id = f"{run_id}-{uuid.uuid4().hex[:8]}"
+        self._sequence += 1
+        intent_id = f"{run_id}-{self._sequence}"
         form, current = self.read_pointer(kind, name)
         pointer_new: str | None = None
         moves_pointer = current == record.version
         if moves_pointer:
             pointer_new = self.newest_complete(kind, name, excluding=record.version)
-        intent = {
-            "kind": kind,
-            "name": name,
-            "version": record.version,
-            "path": str(record.path),
-            "bytes": record.bytes,
-            "creation_time": record.creation_time.isoformat(),
-            "reason": reason,
-            "run_id": run_id,
-            "pointer_old": current if moves_pointer else None,
-            "pointer_new": pointer_new,
-            "pointer_form": form,
-        }
-        intent_path = self._write_intent(intent_id, intent)
+        intent = Intent(
+            intent_id=intent_id,
+            kind=kind,
+            name=name,
+            version=record.version,
+            reason=reason,
+            bytes=record.bytes,
+            created=int(record.creation_time.timestamp()),
+            pointer=(form or "file")[0] if moves_pointer else "-",
+        )
+        intent_path = self._write_intent(intent)
         if moves_pointer:
             if pointer_new is not None:
                 self.write_pointer(kind, name, pointer_new, form)
@@ -429,17 +484,16 @@ class Pruner:
         rolled_back = completed = 0
         percent = measure_percent()
         for entry in self._listing(self.trash):
-            if not entry.endswith(INTENT_SUFFIX):
+            intent = Intent.parse(entry)
+            if intent is None:
                 continue
-            intent_path = self.trash / entry
-            intent = self._load_intent(intent_path)
-            trash_entry = self.trash / entry.removesuffix(INTENT_SUFFIX)
-            if intent is not None and self._finish_intent(intent, trash_entry, percent):
+            trash_entry = self.trash / intent.intent_id
+            if self._finish_intent(intent, percent):
                 completed += 1
-            elif intent is not None:
+            else:
                 rolled_back += 1
             self.operations.remove_tree(trash_entry)
-            self.operations.unlink(intent_path)
+            self.operations.unlink(self.trash / entry)
         entries = trash_bytes = 0
         for leftover in self._listing(self.trash):
             trash_bytes += self.operations.remove_tree(self.trash / leftover)
@@ -455,37 +509,28 @@ class Pruner:
         except FileNotFoundError:
             return []
 
-    def _load_intent(self, path: Path) -> dict[str, Any] | None:
-        try:
-            intent = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return None  # a torn intent: its removal had not begun (written before any step)
-        required = ("kind", "name", "version", "path")
-        if not isinstance(intent, dict) or any(key not in intent for key in required):
-            return None
-        if intent["kind"] not in ("models", "bentos"):
-            return None
-        return intent
+    def _finish_intent(self, intent: Intent, percent: float) -> bool:
+        """Return True if the intent's version had left the store, False if rolled back.
 
-    def _finish_intent(self, intent: dict[str, Any], trash_entry: Path, percent: float) -> bool:
-        """Return True if the intent's version had left the store, False if rolled back."""
-        kind: Kind = intent["kind"]
-        name: str = intent["name"]
-        version: str = intent["version"]
-        original = self.root / kind / name / version
-        if not is_valid_tag_part(name) or not is_valid_tag_part(version):
-            return False
-        if os.path.lexists(original):
-            if intent.get("pointer_old") == version:
-                form, current = self.read_pointer(kind, name)
-                if current != version:
-                    self.write_pointer(kind, name, version, intent.get("pointer_form") or form)
+        A version still in place was never removed: a pointer moved off it
+        goes back to the newest complete version (itself, unless BentoML saved
+        a newer one meanwhile). A version gone is logged as removed.
+        """
+        kind, name, version = intent.kind, intent.name, intent.version
+        moved = intent.pointer != "-"
+        form = "symlink" if intent.pointer == "s" else "file"
+        if os.path.lexists(self.root / kind / name / version):
+            if moved:
+                current_form, current = self.read_pointer(kind, name)
+                newest = self.newest_complete(kind, name, excluding=None)
+                if newest is not None and current != newest:
+                    self.write_pointer(kind, name, newest, current_form or form)
                     self.log.info(
                         "latest_changed",
                         kind=kind,
                         name=name,
                         old=current,
-                        new=version,
+                        new=newest,
                         reason="rollback",
                     )
             self.log.info("removal_rolled_back", kind=kind, name=name, version=version)
@@ -495,19 +540,17 @@ class Pruner:
             kind=kind,
             name=name,
             version=version,
-            path=intent["path"],
-            bytes=intent.get("bytes", 0),
-            creation_time=intent.get("creation_time"),
-            reason=intent.get("reason", "unknown"),
-            run_id=intent.get("run_id", "unknown"),
+            path=str(self.root / kind / name / version),
+            bytes=intent.bytes,
+            creation_time=datetime.fromtimestamp(intent.created, tz=UTC).isoformat(),
+            reason=intent.reason,
+            run_id=intent.intent_id.split("-")[0],
             used_percent_before=round(percent, 2),
             used_percent_after=round(percent, 2),
             recovered=True,
         )
-        if intent.get("pointer_old") == version and intent.get("pointer_new") is None:
-            form, current = self.read_pointer(kind, name)
-            if current is None:
-                self.remove_name_if_empty(kind, name)
+        if moved and self.read_pointer(kind, name) == (None, None):
+            self.remove_name_if_empty(kind, name)
         return True
 
     def repair_pointers(self, snapshot: Snapshot) -> int:

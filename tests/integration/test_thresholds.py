@@ -323,46 +323,43 @@ def fill_to_the_brim(mount: Path) -> Path:
     return filler
 
 
-def test_a_full_filesystem_fails_removal_by_removal_and_leaves_the_store_and_the_lock_sound(
+def test_a_full_filesystem_is_pruned_and_leaves_the_store_and_the_lock_sound(
     mount: Path, audit: Audit
 ) -> None:
     root = mount / "bentoml"
     made = fill(root, per_name=6)
-    filler = fill_to_the_brim(mount)
+    fill_to_the_brim(mount)
     assert disk(mount).free == 0
     engine = engine_for(root, trigger={"high_percent": 90, "low_percent": 60})
 
     result = engine.cycle()
 
-    assert result.failed
-    assert {event["error"] for event in audit.named("removal_failed")} == {
-        f"[Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}"
-    }
-    assert survivors(root) == {item.tag for item in made}
+    # Intent records are empty files (no data block), so the first removals need no
+    # space; a pointer rewrite that still hits ENOSPC is retried once space is freed.
+    assert result.removed
+    assert not audit.named("removal_failed")
+    removed = {f"{event['name']}:{event['version']}" for event in audit.named("version_removed")}
+    assert survivors(root) == {item.tag for item in made} - removed
     for name in NAMES:
-        assert (root / "models" / name / "latest").read_text() == f"{name}-05"
-    # The lock was released: once there is room again, the next cycle runs and catches up.
-    filler.unlink()
-    fill(mount / "more", per_name=4)  # back above high_percent without the filler
-    assert disk(mount).used_percent >= 90
-
+        latest = (root / "models" / name / "latest").read_text()
+        assert (root / "models" / name / latest / "model.yaml").is_file()
+    assert os.listdir(root / ".storewarden" / "trash") == []
+    # The lock was released: the next cycle runs (and finds nothing more it may remove).
     engine.cycle(recover=True)
-
-    assert disk(mount).used_percent <= 60
     assert os.listdir(root / ".storewarden" / "trash") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: every removal first writes an intent record, which needs a block "
-    "a 100% full filesystem does not have, so a full disk cannot be pruned at all",
-)
 def test_a_completely_full_filesystem_can_still_be_pruned(mount: Path, audit: Audit) -> None:
     root = mount / "bentoml"
     fill(root, per_name=6)
     fill_to_the_brim(mount)
 
-    result = engine_for(root, trigger={"high_percent": 90, "low_percent": 60}).cycle()
+    engine = engine_for(root, trigger={"high_percent": 90, "low_percent": 60})
+    result = engine.cycle()
 
     assert result.failed == ()
-    assert disk(mount).used_percent <= 60
+    assert result.removed
+    # The filler outside the store keeps the target out of reach: everything the
+    # policy allows is gone, and what is left is protected.
+    assert result.target_reached or not engine.make_plan().plan.removals
+    assert disk(mount).free >= sum(outcome.bytes_freed for outcome in result.removed) - 4096
