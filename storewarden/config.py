@@ -8,6 +8,7 @@ Validation happens when the config is built, never inside a job.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -82,6 +84,8 @@ def parse_size(value: object) -> int:
         number = float(match.group(1)) * _SIZE_UNITS[unit]
     else:
         raise ValueError(f"expected a size like 10GiB or 500MB, got {type(value).__name__}")
+    if math.isnan(number):
+        raise ValueError("expected a size like 10GiB or 500MB, got nan")
     if number < 0:
         raise ValueError("a size cannot be negative")
     if number > _MAX_SIZE:
@@ -105,6 +109,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(
             f"expected a duration like 90s, 10m, 1h or 30d, got {type(value).__name__}"
         )
+    if math.isnan(number):  # NaN would make every `age < limit` comparison false
+        raise ValueError("expected a duration like 90s, 10m, 1h or 30d, got nan")
     if number < 0:
         raise ValueError("a duration cannot be negative")
     if number > _MAX_DURATION:
@@ -112,8 +118,9 @@ def parse_duration(value: object) -> float:
     return number
 
 
-Size = Annotated[int, BeforeValidator(parse_size)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+# json_schema_input_type: the schema must accept '20GiB' and '1h', as the loader does.
+Size = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=int | str)]
+Duration = Annotated[float, BeforeValidator(parse_duration, json_schema_input_type=float | str)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
@@ -140,13 +147,18 @@ class TriggerConfig(_Frozen):
         return self
 
 
-def _check_pin(pattern: str) -> str:
+def _check_pin(pattern: object) -> str:
+    if not isinstance(pattern, str):
+        # `- iris: v1` (a YAML mapping) must not become the never-matching pin "{'iris': 'v1'}".
+        raise ValueError(
+            f"pin must be a string like 'name:version' or 'name:*', got {type(pattern).__name__}"
+        )
     if ":" not in pattern:
         raise ValueError(f"pin {pattern!r} must look like 'name:version' or 'name:*'")
     return pattern
 
 
-Pin = Annotated[str, BeforeValidator(lambda value: _check_pin(str(value)))]
+Pin = Annotated[str, BeforeValidator(_check_pin)]
 
 
 class ProtectConfig(_Frozen):
@@ -190,10 +202,10 @@ class Rule(_Frozen):
 class ScheduleConfig(_Frozen):
     """How often the daemon checks usage and rescans the store."""
 
-    check_interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=1)] = 60.0
-    reconcile_interval: Annotated[float, BeforeValidator(parse_duration), Field(ge=10)] = 900.0
+    check_interval: Annotated[Duration, Field(ge=1)] = 60.0
+    reconcile_interval: Annotated[Duration, Field(ge=10)] = 900.0
     observer: Literal["auto", "inotify", "polling"] = "auto"
-    debounce: Annotated[float, BeforeValidator(parse_duration), Field(le=60)] = 1.0
+    debounce: Annotated[Duration, Field(le=60)] = 1.0
 
 
 class LogConfig(_Frozen):
@@ -219,13 +231,18 @@ class Config(_Frozen):
     schedule: ScheduleConfig = ScheduleConfig()
     log: LogConfig = LogConfig()
 
-    @model_validator(mode="after")
-    def _kinds_unique(self) -> Config:
-        if not self.kinds:
+    # A field validator, not a model one: it runs, and is reported at 'kinds',
+    # even when other keys of the file are wrong.
+    @field_validator("kinds")
+    @classmethod
+    def _kinds_unique(
+        cls, kinds: tuple[Literal["models", "bentos"], ...]
+    ) -> tuple[Literal["models", "bentos"], ...]:
+        if not kinds:
             raise ValueError("kinds must name at least one of: models, bentos")
-        if len(set(self.kinds)) != len(self.kinds):
+        if len(set(kinds)) != len(kinds):
             raise ValueError("kinds lists a kind twice")
-        return self
+        return kinds
 
     @property
     def state_path(self) -> Path:
@@ -314,7 +331,8 @@ def load_config(path: Path | None, *, store: Path | None = None) -> Config:
             raise ConfigError(source, ["file is binary (contains NUL bytes)"])
         try:
             data = yaml.load(text, Loader=SafeLoader)
-        except yaml.YAMLError as error:
+        except (yaml.YAMLError, ValueError) as error:
+            # ValueError: a scalar Python cannot build (2026-13-45, a 5000-digit integer).
             raise ConfigError(source, [f"not valid YAML: {error}"]) from None
     if store is not None:
         if not isinstance(data, Mapping):

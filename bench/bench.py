@@ -1,0 +1,393 @@
+"""Benchmarks: storewarden against du, rm -rf and `bentoml models list` on the same store.
+
+Prints one table; every figure sits next to its baseline, measured in the
+same run on the same generated store. Run as root (the threshold-delay
+section mounts a tmpfs)::
+
+    python bench/bench.py                       # everything (about 5 minutes)
+    python bench/bench.py --sections census     # just the census figures
+
+Figures and the machine they came from are kept in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from genstore import generate_store
+
+from storewarden import logs
+from storewarden.config import build_config
+from storewarden.daemon import Daemon
+
+NOW = datetime.now(tz=UTC)
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    section: str
+    measure: str
+    value: str
+    baseline: str = ""
+    ratio: str = ""
+    target: str = ""
+
+
+def timed(command: Sequence[str], env: dict[str, str] | None = None) -> float:
+    """Run a command and return its wall time in seconds; raise if it fails."""
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - started
+
+
+def best_of(runs: int, function: Callable[[], float]) -> float:
+    """Return the smallest of ``runs`` timings (the least disturbed one)."""
+    return min(function() for _ in range(runs))
+
+
+def storewarden(*arguments: str) -> list[str]:
+    """Return the command line that runs storewarden with this interpreter."""
+    return [sys.executable, "-m", "storewarden", *arguments]
+
+
+def bentoml_command(explicit: str | None) -> list[str] | None:
+    """Return how to run `bentoml`: --bentoml, or the one installed beside this Python."""
+    if explicit:
+        return [explicit]
+    beside = Path(sys.executable).parent / "bentoml"
+    return [str(beside)] if beside.exists() else None
+
+
+def census_section(work: Path, versions: int, bentoml: list[str] | None) -> list[Row]:
+    """Cold census, plan, du -sb and bentoml models list on one generated store."""
+    store = work / "census-store"
+    names = max(1, versions // 100)
+    made = generate_store(
+        store,
+        names=names,
+        versions_per_name=versions // names,
+        files_per_version=4,
+        bytes_per_file=4096,
+        now=NOW,
+    )
+    env = {**os.environ, "BENTOML_HOME": str(store)}
+    label = f"{made.version_count} versions x 4 files"
+    subprocess.run(["du", "-sb", str(store)], check=True, stdout=subprocess.DEVNULL)  # warm cache
+    du = best_of(5, lambda: timed(["du", "-sb", str(store)]))
+    status = best_of(3, lambda: timed(storewarden("status", "--json", "--store", str(store)), env))
+    plan = best_of(3, lambda: timed(storewarden("plan", "--json", "--store", str(store)), env))
+    rows = [Row("census", f"du -sb ({label})", f"{du:.3f} s")]
+    bento = None
+    if bentoml is not None:
+        bento = best_of(2, lambda: timed([*bentoml, "models", "list", "-o", "json"], env))
+        rows.append(Row("census", "bentoml models list -o json", f"{bento:.3f} s"))
+    for measure, seconds in (
+        ("storewarden status --json (cold)", status),
+        ("storewarden plan --json", plan),
+    ):
+        rows.append(
+            Row(
+                "census",
+                measure,
+                f"{seconds:.3f} s",
+                baseline=f"du {du:.3f} s" + (f", bentoml {bento:.2f} s" if bento else ""),
+                ratio=f"{seconds / du:.1f}x du"
+                + (f", {bento / seconds:.1f}x faster than bentoml" if bento else ""),
+                target="<= 5x du, >= 10x faster than bentoml",
+            )
+        )
+    return rows
+
+
+def prune_section(work: Path, gib: float) -> list[Row]:
+    """Throughput of a prune against rm -rf of the same directories."""
+    per_file = 1024 * 1024
+    files = 4
+    total_versions = max(2, int(gib * 1024 / files))
+    template = work / "prune-template"
+    generate_store(
+        template,
+        names=16,
+        versions_per_name=max(1, total_versions // 16),
+        files_per_version=files,
+        bytes_per_file=per_file,
+        now=NOW,
+    )
+    by_rm = work / "prune-rm"
+    by_warden = work / "prune-warden"
+    subprocess.run(["cp", "-a", str(template), str(by_rm)], check=True)
+    subprocess.run(["cp", "-a", str(template), str(by_warden)], check=True)
+    shutil.rmtree(template)
+    size = int(
+        subprocess.run(
+            ["du", "-sb", str(by_rm / "models")], check=True, capture_output=True, text=True
+        ).stdout.split()[0]
+    )
+    versions = [str(path) for path in (by_rm / "models").glob("*/*") if path.is_dir()]
+    subprocess.run(["sync"], check=True)
+    rm = timed(["rm", "-rf", *versions])
+    config = work / "prune.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "trigger": {"max_store_size": 0},
+                "protect": {"keep_latest": False, "keep_last": 0, "min_age": 0, "settle": 0},
+            }
+        )
+    )
+    subprocess.run(["sync"], check=True)
+    warden = timed(storewarden("prune", "--config", str(config), "--store", str(by_warden)))
+    left = list((by_warden / "models").glob("*/*"))
+    shutil.rmtree(by_rm)
+    shutil.rmtree(by_warden)
+    rate_rm = size / rm / 2**20
+    rate_warden = size / warden / 2**20
+    return [
+        Row(
+            "prune",
+            f"rm -rf {len(versions)} versions ({size / 2**30:.2f} GiB)",
+            f"{rate_rm:.0f} MiB/s",
+        ),
+        Row(
+            "prune",
+            f"storewarden prune, same data ({len(left)} left)",
+            f"{rate_warden:.0f} MiB/s",
+            baseline=f"rm -rf {rate_rm:.0f} MiB/s",
+            ratio=f"{rate_warden / rate_rm:.2f}x rm -rf",
+            target=">= 0.8x rm -rf",
+        ),
+    ]
+
+
+@contextlib.contextmanager
+def running_daemon(store: Path, **config: object) -> Iterator[Daemon]:
+    """Run a Daemon in a thread of this process on ``store``; stop it on exit."""
+    logs.configure(store=store, stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the run
+    daemon = Daemon(build_config({"store": str(store), **config}))
+    thread = threading.Thread(target=daemon.run, name="bench-daemon")
+    thread.start()
+    try:
+        if not daemon.ready.wait(600):
+            raise RuntimeError("daemon never became ready")
+        time.sleep(1.0)  # let the first check run
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join()
+
+
+def daemon_process_figures(store: Path, idle_seconds: float) -> tuple[float, float, float]:
+    """Start `storewarden run` as a process; return (seconds to ready, RSS MiB, idle CPU %)."""
+    log = store.parent / f"{store.name}-daemon.log"
+    started = time.monotonic()
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            storewarden("run", "--store", str(store)), stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        while "daemon_ready" not in log.read_text():
+            if process.poll() is not None:
+                raise RuntimeError(log.read_text()[-2000:])
+            time.sleep(0.05)
+        ready = time.monotonic() - started
+        time.sleep(2.0)
+        handle = psutil.Process(process.pid)
+        rss = handle.memory_info().rss / 2**20
+        cpu = 0.0
+        if idle_seconds:
+            before = handle.cpu_times()
+            time.sleep(idle_seconds)
+            after = handle.cpu_times()
+            cpu = (
+                100.0 * ((after.user + after.system) - (before.user + before.system)) / idle_seconds
+            )
+    finally:
+        process.terminate()
+        process.wait(10)
+    return ready, rss, cpu
+
+
+def daemon_section(work: Path, versions: int, big_versions: int, idle_seconds: float) -> list[Row]:
+    """Daemon memory, idle CPU and the cost of a check with nothing changed."""
+    rows = []
+    for count, sparse in ((versions, False), (big_versions, True)):
+        store = work / f"daemon-store-{count}"
+        names = max(1, count // 100)
+        generate_store(
+            store,
+            names=names,
+            versions_per_name=count // names,
+            files_per_version=4,
+            bytes_per_file=4096,
+            now=NOW,
+            sparse=sparse,
+        )
+        idle = idle_seconds if count == versions else 0.0
+        ready, rss, cpu = daemon_process_figures(store, idle)
+        rows.append(Row("daemon", f"start to ready, {count} versions", f"{ready:.2f} s"))
+        rows.append(
+            Row(
+                "daemon",
+                f"resident memory, {count} versions",
+                f"{rss:.0f} MiB",
+                target="< 100 MB at 50,000",
+            )
+        )
+        if idle:
+            rows.append(
+                Row(
+                    "daemon",
+                    f"idle CPU over {idle:.0f} s, {count} versions",
+                    f"{cpu:.2f} % of a core",
+                    target="< 0.5 %",
+                )
+            )
+        with running_daemon(store) as daemon:
+            samples = []
+            for _ in range(200):
+                started = time.perf_counter()
+                daemon.check()
+                samples.append(time.perf_counter() - started)
+        rows.append(
+            Row(
+                "daemon",
+                f"check, nothing changed, {count} versions",
+                f"{statistics.median(samples) * 1000:.2f} ms (median of 200)",
+                target="< 5 ms at 50,000",
+            )
+        )
+        shutil.rmtree(store)
+    return rows
+
+
+def delay_section(work: Path) -> list[Row]:
+    """Delay from the write that crosses the high mark to the first removal (default settings)."""
+    mount = work / "delay-tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", str(mount)], check=True)
+    try:
+        store = mount / "bentoml"
+        generate_store(
+            store,
+            names=4,
+            versions_per_name=10,
+            files_per_version=1,
+            bytes_per_file=2 * 2**20,
+            now=NOW - timedelta(days=1),
+        )
+        delays = []
+        # Generated versions were written seconds ago, so their ctime is fresh: settle
+        # and min_age are set to 0 here; the schedule (check_interval 60 s, debounce
+        # 1 s) stays at its defaults, so only the watcher can explain a fast reaction.
+        with running_daemon(store, protect={"settle": 0, "min_age": 0}) as daemon:
+            block = b"\0" * 2**20
+            for attempt in range(3):
+                before = daemon.last_result
+                filler = store / "models" / "filler" / f"fill{attempt}x"
+                filler.mkdir(parents=True)
+                crossed = None
+                for index in range(200):
+                    (filler / f"part{index}").write_bytes(block)
+                    if psutil.disk_usage(str(store)).percent >= 85:
+                        crossed = time.monotonic()
+                        break
+                if crossed is None:
+                    raise RuntimeError("never crossed the high mark")
+                while True:
+                    latest = daemon.last_result
+                    if latest is not None and latest is not before and latest.removed:
+                        break
+                    if time.monotonic() - crossed > 120:
+                        raise RuntimeError("no removal within 120 s")
+                    time.sleep(0.005)
+                delays.append(time.monotonic() - crossed)
+        return [
+            Row(
+                "daemon",
+                "crossing write -> first removal (defaults, 3 runs)",
+                f"{statistics.median(delays):.2f} s median, {max(delays):.2f} s max",
+                target="< 2 s",
+            )
+        ]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def print_table(rows: list[Row]) -> None:
+    """Print the rows as a Markdown table."""
+    header = ("section", "measure", "value", "baseline", "ratio", "target")
+    table = [
+        header,
+        *((r.section, r.measure, r.value, r.baseline, r.ratio, r.target) for r in rows),
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(len(header))]
+    for number, line in enumerate(table):
+        print(
+            "| "
+            + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+            + " |"
+        )
+        if number == 0:
+            print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen sections and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="census,prune,daemon,delay")
+    parser.add_argument("--versions", type=int, default=5000)
+    parser.add_argument("--big-versions", type=int, default=50000)
+    parser.add_argument("--prune-gib", type=float, default=1.0)
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--bentoml", help="path of a `bentoml` executable (default: beside python)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where to generate stores (default: a temp dir)"
+    )
+    arguments = parser.parse_args(argv)
+    sections = set(arguments.sections.split(","))
+    work = Path(tempfile.mkdtemp(prefix="storewarden-bench-", dir=arguments.workdir))
+    rows: list[Row] = []
+    try:
+        if "census" in sections:
+            rows += census_section(work, arguments.versions, bentoml_command(arguments.bentoml))
+        if "prune" in sections:
+            rows += prune_section(work, arguments.prune_gib)
+        if "daemon" in sections:
+            rows += daemon_section(
+                work, arguments.versions, arguments.big_versions, arguments.idle_seconds
+            )
+        if "delay" in sections:
+            rows += delay_section(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}, "
+        f"{datetime.now(tz=UTC):%Y-%m-%d}"
+    )
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
