@@ -244,6 +244,14 @@ class Config(_Frozen):
             raise ValueError("kinds lists a kind twice")
         return kinds
 
+    @field_validator("store", "state_dir", mode="before")
+    @classmethod
+    def _path_not_empty(cls, value: object) -> object:
+        # Path("") is the current directory: a store there is a typo, never intended.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a directory path, not empty")
+        return value
+
     @property
     def state_path(self) -> Path:
         """The warden's own directory: lock, trash, caches (default ``<store>/.storewarden``)."""

@@ -674,3 +674,12 @@ def test_the_sample_config_documents_every_option(field: str) -> None:
         leaf = rest[-1]
         pattern = rf"^[ \t]*#?[ \t]*(?:- )?{re.escape(leaf)}:"
         assert re.search(pattern, section, re.MULTILINE), f"{field} is not in {SAMPLE}"
+
+
+@pytest.mark.parametrize("key", ["store", "state_dir"])
+def test_an_empty_store_or_state_dir_is_rejected_not_taken_as_the_current_directory(
+    key: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config({key: "  "})
+    assert caught.value.problems == [f"at '{key}': must be a directory path, not empty"]
