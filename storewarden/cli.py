@@ -243,7 +243,7 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     view = engine.make_plan(_require_store(engine))
     data = _status_data(engine, view)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
     else:
         _print_status(data)
 
@@ -300,7 +300,7 @@ def plan_command(config_path: Path | None, store: Path | None, as_json: bool) ->
     view = engine.make_plan(_require_store(engine))
     data = _plan_data(view)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
         return
     usage, projected = data["usage"], data["projected"]
     click.echo(

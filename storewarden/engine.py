@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from storewarden import inuse, policy, usage
+from storewarden.cache import FILE_NAME as CACHE_FILE
+from storewarden.cache import CensusCache
 from storewarden.config import Config
 from storewarden.logs import get_logger
 from storewarden.policy import Plan, Removal
@@ -124,8 +126,17 @@ class Engine:
     # -- reading ------------------------------------------------------------------
 
     def census(self) -> Snapshot:
-        """Return a fresh census of the store; raise FileNotFoundError if it is missing."""
-        snapshot = census(self.root, self.config.kinds, self.filesystem)
+        """Return a fresh census of the store; raise FileNotFoundError if it is missing.
+
+        Records of unchanged versions come from the census cache in the state
+        directory; the cache is written back only where that directory already
+        exists (a read-only command never creates it, nor its owner).
+        """
+        cache = CensusCache(self.state_dir / CACHE_FILE, self.root)
+        cache.load()
+        snapshot = census(self.root, self.config.kinds, self.filesystem, cache)
+        if self.state_dir.is_dir():
+            cache.save()
         for problem in snapshot.problems:
             key = (str(problem.path), problem.reason)
             if key not in self._reported:

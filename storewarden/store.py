@@ -16,9 +16,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import yaml
+
+from storewarden.descriptor import read_plain
 
 try:  # the C loader is several times faster on thousands of descriptors
     from yaml import CSafeLoader as SafeLoader
@@ -149,6 +151,32 @@ class Snapshot:
         return pointer.target if pointer is not None and pointer.problem is None else None
 
 
+class RecordCache(Protocol):
+    """Census records kept between runs (see storewarden.cache), keyed by directory stat."""
+
+    def lookup(
+        self, kind: Kind, name: str, version: str, path: Path, stamp: Stamp
+    ) -> VersionRecord | None:
+        """Return the cached record if the directory still has ``stamp``."""
+
+    def store(self, record: VersionRecord, stamp: Stamp) -> None:
+        """Remember a record under its directory's stamp."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What identifies one state of a version directory: inode, mtime and ctime."""
+
+    inode: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> Stamp:
+        """Return the stamp of a directory's stat result."""
+        return cls(info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+
+
 @dataclass(frozen=True, slots=True)
 class Walk:
     """What a walk of one version directory found."""
@@ -255,6 +283,12 @@ def parse_descriptor(raw: bytes) -> Descriptor:
         return Descriptor(None, {}, "descriptor is too large")
     if b"\x00" in raw:
         return Descriptor(None, {}, "descriptor is binary")
+    try:
+        plain = read_plain(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        plain = None
+    if plain is not None:
+        return Descriptor(parse_creation_time(plain[0]), plain[1], None)
     try:
         data = yaml.load(raw, Loader=SafeLoader)
     except yaml.YAMLError:
@@ -386,6 +420,7 @@ def _census_name(
     versions: list[VersionRecord],
     pointers: dict[tuple[str, str], Pointer],
     problems: list[Problem],
+    cache: RecordCache | None,
 ) -> None:
     """Add one name directory's versions, pointer and problems to the census lists."""
     name_path = Path(name_entry.path)
@@ -416,7 +451,16 @@ def _census_name(
         elif not stat.S_ISDIR(info.st_mode):
             problems.append(Problem(path, "version is a symlink or a file, not a directory"))
         else:
-            record = census_version(kind, name_entry.name, path, filesystem, seen)
+            stamp = Stamp.of(info)
+            record = (
+                cache.lookup(kind, name_entry.name, entry.name, path, stamp)
+                if cache is not None
+                else None
+            )
+            if record is None:
+                record = census_version(kind, name_entry.name, path, filesystem, seen)
+                if record is not None and cache is not None:
+                    cache.store(record, stamp)  # stamped before the walk: a change since misses
             if record is not None:
                 versions.append(record)
 
@@ -425,6 +469,7 @@ def census(
     root: Path,
     kinds: Iterable[Kind] = ("models", "bentos"),
     filesystem: FileSystem | None = None,
+    cache: RecordCache | None = None,
 ) -> Snapshot:
     """Given a store root, return a Snapshot of its versions, pointers and problems.
 
@@ -449,7 +494,7 @@ def census(
             problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
             continue
         for name_entry in _entries(kind_dir, filesystem) or ():
-            _census_name(kind, name_entry, filesystem, seen, versions, pointers, problems)
+            _census_name(kind, name_entry, filesystem, seen, versions, pointers, problems, cache)
     snapshot = Snapshot(root=root, versions=tuple(versions), pointers=pointers)
     return Snapshot(
         root=root,

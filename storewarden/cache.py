@@ -1,0 +1,127 @@
+"""A cache of census records, so a restart does not re-read every descriptor.
+
+Each complete version's record (bytes, creation time, labels, last change)
+is kept in ``<state>/census-cache.json`` with the version directory's inode,
+mtime and ctime. A record is reused only while all three still match: any
+entry added, removed or renamed in the version directory, or a chmod, moves
+its mtime or ctime. A file rewritten in place inside a subdirectory does not;
+such a stale size only affects planning, because every removal re-walks its
+victim first. A cache that is missing, corrupt, of another format or of
+another store is ignored and rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from storewarden.store import Kind, Stamp, VersionRecord, is_valid_tag_part
+
+FORMAT = 1
+FILE_NAME = "census-cache.json"
+
+
+def _record(kind: Kind, name: str, version: str, path: Path, row: list[Any]) -> VersionRecord:
+    _inode, _mtime, _ctime, size, created, estimated, changed, labels = row
+    return VersionRecord(
+        kind=kind,
+        name=name,
+        version=version,
+        path=path,
+        creation_time=datetime.fromtimestamp(float(created), tz=UTC),
+        creation_time_estimated=bool(estimated),
+        labels={str(key): str(value) for key, value in dict(labels).items()},
+        bytes=int(size),
+        last_change=datetime.fromtimestamp(float(changed), tz=UTC),
+        complete=True,
+        problem="no usable creation_time; directory mtime used" if estimated else None,
+    )
+
+
+class CensusCache:
+    """Census records by ``kind/name/version``, each valid for one directory stamp."""
+
+    def __init__(self, path: Path, root: Path) -> None:
+        self.path = path
+        self.root = root
+        self._rows: dict[str, list[Any]] = {}
+        self._fresh: dict[str, list[Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def load(self) -> None:
+        """Read the cache file; anything wrong with it means starting empty."""
+        self._rows = {}
+        try:
+            data = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != FORMAT
+            or data.get("root") != str(self.root)
+            or not isinstance(data.get("entries"), dict)
+        ):
+            return
+        self._rows = {
+            key: row
+            for key, row in data["entries"].items()
+            if isinstance(key, str) and isinstance(row, list) and len(row) == 8
+        }
+
+    def lookup(
+        self, kind: Kind, name: str, version: str, path: Path, stamp: Stamp
+    ) -> VersionRecord | None:
+        """Return the cached record of a version if its directory still has ``stamp``."""
+        key = f"{kind}/{name}/{version}"
+        row = self._rows.get(key)
+        if row is None or row[:3] != [stamp.inode, stamp.mtime_ns, stamp.ctime_ns]:
+            self.misses += 1
+            return None
+        try:
+            record = _record(kind, name, version, path, row)
+        except (TypeError, ValueError, OverflowError, OSError):
+            self.misses += 1
+            return None
+        self._fresh[key] = row
+        self.hits += 1
+        return record
+
+    def store(self, record: VersionRecord, stamp: Stamp) -> None:
+        """Remember a complete version's record under its directory stamp."""
+        if not record.complete or not is_valid_tag_part(record.version):
+            return
+        self._fresh[f"{record.kind}/{record.name}/{record.version}"] = [
+            stamp.inode,
+            stamp.mtime_ns,
+            stamp.ctime_ns,
+            record.bytes,
+            record.creation_time.timestamp(),
+            record.creation_time_estimated,
+            record.last_change.timestamp(),
+            dict(record.labels),
+        ]
+
+    def changed(self) -> bool:
+        """Return whether the census found anything the file does not hold."""
+        return self._fresh != self._rows
+
+    def save(self) -> None:
+        """Write what this census found (temp file + rename); a failure is not an error."""
+        if not self.changed():
+            return
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        data = {"format": FORMAT, "root": str(self.root), "entries": self._fresh}
+        try:
+            temporary.write_text(json.dumps(data, separators=(",", ":")))
+            os.replace(temporary, self.path)
+        except OSError:
+            # A read-only state dir or a full disk: the cache is an optimisation only.
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            return
+        self._rows = dict(self._fresh)
