@@ -28,6 +28,7 @@ from storewarden.config import Config, ConfigError, load_config
 from storewarden.engine import CycleResult, Engine
 from storewarden.index import Change, Index
 from storewarden.logs import get_logger
+from storewarden.metrics import Metrics
 from storewarden.notify import SystemdNotifier
 from storewarden.prune import StoreBusyError
 from storewarden.watcher import ChangeRecorder, make_observer, watch
@@ -77,6 +78,7 @@ class Daemon:
         self._watched_kinds: set[str] = set()
         self.last_result: CycleResult | None = None
         self.last_status = ""
+        self.metrics = Metrics()
 
     # -- public ---------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ class Daemon:
                 if not self._wait_for_store():
                     break
                 self._start()
-                while not self.stop_requested.wait(0.2):
+                while not self.stop_requested.wait(1.0):  # signals wake it; reload waits <= 1 s
                     if self.reload_requested.is_set():
                         self.reload_requested.clear()
                         self._reload()
@@ -156,6 +158,7 @@ class Daemon:
         self._recorder = ChangeRecorder(index, self._on_change)
         self._observer = self._start_observer(engine.root)
         self._scheduler = self._start_scheduler()
+        self.metrics.start(self.config)
         self.ready.set()
         self.notifier.ready()
         self.log.info(
@@ -209,10 +212,11 @@ class Daemon:
         return scheduler
 
     def _shutdown(self) -> None:
-        """Stop the scheduler (waiting for a running job) and the observer."""
+        """Stop the scheduler (waiting for a running job), the observer and the metrics."""
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             scheduler.shutdown(wait=True)
+        self.metrics.stop()
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()
@@ -223,6 +227,7 @@ class Daemon:
             config = load_config(self.config_path, store=self.store_override)
         except ConfigError as error:
             self.log.error("config_rejected", config=str(self.config_path), problems=error.problems)
+            self.metrics.count_error("config_rejected")
             return False
         self.config = config
         self.on_reload(config)
@@ -323,12 +328,17 @@ class Daemon:
                     self._plan_due = False
                     result = self._cycle(engine, index)
                 self._report(usage.used_percent)
+                if result is not None and result.removed:
+                    usage = engine.usage(index.store_bytes)
+                self.metrics.observe(index.versions.values(), usage, result)
             except Exception as error:  # broad on purpose: a failing check must not kill the job
                 self.log.error("check_failed", error=f"{type(error).__name__}: {error}")
+                self.metrics.count_error("check_failed")
                 return None
             else:
                 return result
             finally:
+                self.metrics.publish(self.config.metrics.textfile)
                 if recorder.pending():
                     self._request_check(self.config.schedule.debounce)
 
@@ -360,6 +370,7 @@ class Daemon:
                 Exception
             ) as error:  # broad on purpose: the store may vanish; the next run retries
                 self.log.error("check_failed", error=f"reconcile: {type(error).__name__}: {error}")
+                self.metrics.count_error("check_failed")
                 return
             self._plan_due = True
             self.log.info(
