@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from storewarden.store import Kind, Stamp, VersionRecord, is_valid_tag_part
+from storewarden.store import NO_LABELS, Kind, Stamp, VersionRecord, is_valid_tag_part
 
 FORMAT = 1
 FILE_NAME = "census-cache.json"
@@ -34,7 +34,7 @@ def _record(kind: Kind, name: str, version: str, path: Path, row: list[Any]) -> 
         path=path,
         creation_time=datetime.fromtimestamp(float(created), tz=UTC),
         creation_time_estimated=bool(estimated),
-        labels={str(key): str(value) for key, value in dict(labels).items()},
+        labels={str(key): str(value) for key, value in dict(labels).items()} or NO_LABELS,
         bytes=int(size),
         last_change=datetime.fromtimestamp(float(changed), tz=UTC),
         complete=True,

@@ -55,6 +55,17 @@ class Index:
     pointers: dict[tuple[str, str], Pointer] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     store_bytes: int = 0
+    # Running totals per kind, kept with every change, so that a check (and the
+    # metrics it updates) reads them in O(1) however large the store is.
+    bytes_by_kind: dict[str, int] = field(default_factory=dict)
+    versions_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def _count(self, record: VersionRecord, sign: int) -> None:
+        self.store_bytes += sign * record.bytes
+        self.bytes_by_kind[record.kind] = (
+            self.bytes_by_kind.get(record.kind, 0) + sign * record.bytes
+        )
+        self.versions_by_kind[record.kind] = self.versions_by_kind.get(record.kind, 0) + sign
 
     def load(self, snapshot: Snapshot) -> tuple[int, int, int]:
         """Replace the index with a census; return (added, gone, changed) against the old one."""
@@ -69,7 +80,11 @@ class Index:
         self.versions = fresh
         self.pointers = dict(snapshot.pointers)
         self.problems = snapshot.problems
-        self.store_bytes = sum(record.bytes for record in fresh.values())
+        self.store_bytes = 0
+        self.bytes_by_kind = dict.fromkeys(self.kinds, 0)
+        self.versions_by_kind = dict.fromkeys(self.kinds, 0)
+        for record in fresh.values():
+            self._count(record, +1)
         return added, gone, changed
 
     def snapshot(self) -> Snapshot:
@@ -93,7 +108,7 @@ class Index:
         """Drop a version the daemon itself removed (no event logged for it)."""
         record = self.versions.pop(path, None)
         if record is not None:
-            self.store_bytes -= record.bytes
+            self._count(record, -1)
 
     def record_pointer(self, kind: str, name: str, target: str | None) -> None:
         """Record a pointer change the daemon itself made, so its event is not reported again."""
@@ -176,8 +191,10 @@ class Index:
                 return None
             self.forget(path)
             return Change("gone", old)
+        if old is not None:
+            self._count(old, -1)
         self.versions[path] = record
-        self.store_bytes += record.bytes - (old.bytes if old is not None else 0)
+        self._count(record, +1)
         if record.complete and (old is None or not old.complete):
             return Change("added", record)
         return None

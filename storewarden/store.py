@@ -9,6 +9,7 @@ a symlink is counted as the link itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal, Protocol
 
 import yaml
@@ -30,6 +32,8 @@ except ImportError:  # pragma: no cover - every wheel on PyPI ships libyaml
 Kind = Literal["models", "bentos"]
 DESCRIPTORS: Mapping[str, str] = {"models": "model.yaml", "bentos": "bento.yaml"}
 POINTER = "latest"
+# One empty, read-only mapping shared by every version without labels.
+NO_LABELS: Mapping[str, str] = MappingProxyType({})
 TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
 MAX_TAG_LENGTH = 63
 # A descriptor is a few KiB; anything far larger is not one BentoML wrote.
@@ -199,9 +203,15 @@ class FileSystem:
         return os.lstat(path)
 
     def read_bytes(self, path: Path, limit: int) -> bytes:
-        """Return up to ``limit + 1`` bytes of a regular file, never following a symlink."""
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        """Return up to ``limit + 1`` bytes of a regular file, never following a symlink.
+
+        Raise OSError(EINVAL) for anything but a regular file: O_NONBLOCK keeps
+        a FIFO named model.yaml from blocking the census forever.
+        """
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
             return os.read(descriptor, limit + 1)
         finally:
             os.close(descriptor)
@@ -238,16 +248,16 @@ def walk_version(path: Path, filesystem: FileSystem, seen: set[tuple[int, int]])
         except OSError as error:
             if directory == path and _gone(error):
                 raise FileNotFoundError(str(path)) from error
-            if _gone(error):
-                continue
-            raise
+            if not _gone(error):
+                readable = False  # nested beyond PATH_MAX, a loop, an I/O error: never fatal
+            continue
         for entry in entries:
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError as error:
-                if _gone(error):
-                    continue
-                raise
+                if not _gone(error):
+                    readable = False
+                continue
             newest = max(newest, info.st_mtime, info.st_ctime)
             if stat.S_ISDIR(info.st_mode):
                 total += info.st_blocks * 512
@@ -271,6 +281,9 @@ class Descriptor:
     problem: str | None
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def parse_descriptor(raw: bytes) -> Descriptor:
     """Given the bytes of a descriptor, return its creation time and labels.
 
@@ -280,28 +293,34 @@ def parse_descriptor(raw: bytes) -> Descriptor:
     not fatal (the caller falls back to the directory's mtime and flags it).
     """
     if len(raw) > MAX_DESCRIPTOR_BYTES:
-        return Descriptor(None, {}, "descriptor is too large")
+        return Descriptor(None, NO_LABELS, "descriptor is too large")
     if b"\x00" in raw:
-        return Descriptor(None, {}, "descriptor is binary")
+        return Descriptor(None, NO_LABELS, "descriptor is binary")
     try:
         plain = read_plain(raw.decode("utf-8"))
     except UnicodeDecodeError:
         plain = None
     if plain is not None:
-        return Descriptor(parse_creation_time(plain[0]), plain[1], None)
+        return Descriptor(parse_creation_time(plain[0]), plain[1] or NO_LABELS, None)
     try:
         data = yaml.load(raw, Loader=SafeLoader)
     except yaml.YAMLError:
-        return Descriptor(None, {}, "descriptor is not valid YAML")
+        return Descriptor(None, NO_LABELS, "descriptor is not valid YAML")
     if not isinstance(data, dict):
-        return Descriptor(None, {}, "descriptor is not a mapping")
+        return Descriptor(None, NO_LABELS, "descriptor is not a mapping")
     labels_data = data.get("labels") or {}
+    # Scalars only: str() of a nested value built from YAML aliases (a "billion
+    # laughs" descriptor) would expand it to gigabytes.
     labels = (
-        {str(key): str(value) for key, value in labels_data.items()}
+        {
+            str(key): str(value)
+            for key, value in labels_data.items()
+            if isinstance(key, _SCALARS) and isinstance(value, _SCALARS)
+        }
         if isinstance(labels_data, dict)
         else {}
     )
-    return Descriptor(parse_creation_time(data.get("creation_time")), labels, None)
+    return Descriptor(parse_creation_time(data.get("creation_time")), labels or NO_LABELS, None)
 
 
 def parse_creation_time(value: object) -> datetime | None:
@@ -317,7 +336,10 @@ def parse_creation_time(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # BentoML writes UTC; a naive one is UTC too
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # '0001-01-01T00:00:00+14:00' lies before year 1 in UTC
+        return None
 
 
 def read_pointer(
@@ -342,8 +364,21 @@ def read_pointer(
     return Pointer(kind, name, path, form, text)
 
 
-def _to_datetime(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz=UTC)
+_FIRST_TIME = datetime(1, 1, 2, tzinfo=UTC)
+_LAST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def file_time(timestamp: float) -> datetime:
+    """Return a file time as a UTC datetime, clamped to what datetime can hold.
+
+    A filesystem such as tmpfs stores any 64-bit mtime (``touch -d @1e12``);
+    one out of datetime's range must not stop the census. The bounds keep a
+    day's margin so that ``timestamp()`` of the result converts back.
+    """
+    try:
+        return datetime.fromtimestamp(timestamp, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return _LAST_TIME if timestamp > 0 else _FIRST_TIME
 
 
 def census_version(
@@ -371,10 +406,10 @@ def census_version(
             filesystem.lstat(path)
         except FileNotFoundError:
             return None  # the whole version vanished after the walk
-        descriptor = Descriptor(None, {}, None)
+        descriptor = Descriptor(None, NO_LABELS, None)
         problem = f"no {DESCRIPTORS[kind]}"
     except OSError as error:
-        descriptor = Descriptor(None, {}, None)
+        descriptor = Descriptor(None, NO_LABELS, None)
         problem = f"cannot read {DESCRIPTORS[kind]}: {error.strerror or error}"
     complete = problem is None and walk.readable
     if not walk.readable and problem is None:
@@ -384,7 +419,7 @@ def census_version(
         creation_time = None
     estimated = creation_time is None
     if creation_time is None:
-        creation_time = _to_datetime(top.st_mtime)
+        creation_time = file_time(top.st_mtime)
         if problem is None:
             problem = "no usable creation_time; directory mtime used"
     return VersionRecord(
@@ -396,7 +431,7 @@ def census_version(
         creation_time_estimated=estimated,
         labels=descriptor.labels,
         bytes=walk.bytes,
-        last_change=_to_datetime(walk.last_change),
+        last_change=file_time(walk.last_change),
         complete=complete,
         readable=walk.readable,
         problem=problem,
@@ -436,7 +471,9 @@ def _census_name(
         problems.append(Problem(name_path, "cannot read the name directory"))
         return
     for entry in entries or ():
-        path = Path(entry.path)
+        # A child of one Path per name shares its parent's parts: parsing each
+        # version's full path again costs time and ~300 bytes a version.
+        path = name_path / entry.name
         try:
             info = entry.stat(follow_symlinks=False)
             if entry.name == POINTER:
