@@ -52,9 +52,9 @@ def _malloc_trim() -> Callable[[int], int] | None:
         trim: Callable[[int], int] = ctypes.CDLL(
             ctypes.util.find_library("c") or "libc.so.6"
         ).malloc_trim
-        return trim
     except (OSError, AttributeError):
         return None  # not glibc: nothing to trim with
+    return trim
 
 
 _TRIM = _malloc_trim()

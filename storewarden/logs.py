@@ -50,6 +50,15 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "trash_emptied": frozenset({"entries", "bytes"}),
     "removal_rolled_back": frozenset({"kind", "name", "version"}),
     "name_removed": frozenset({"kind", "name"}),
+    # pins made from the command line (storewarden pin / unpin)
+    "pin_added": frozenset({"tag", "kind", "who", "until", "reason"}),
+    "pin_removed": frozenset({"tag", "kind", "who"}),
+    "pins_unreadable": frozenset({"path", "error"}),
+    # archive before delete, and restore
+    "archive_written": frozenset({"kind", "name", "version", "path", "bytes"}),
+    "archive_removed": frozenset({"path", "bytes", "reason"}),
+    "archive_failed": frozenset({"run_id", "kind", "name", "version", "error"}),
+    "version_restored": frozenset({"kind", "name", "version", "path", "bytes", "archive"}),
     # the census
     "store_problem": frozenset({"path", "problem"}),
     "in_use_scan": frozenset({"processes", "uninspectable", "versions_in_use"}),
@@ -67,6 +76,9 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "config_reloaded": frozenset({"config"}),
     "config_rejected": frozenset({"config", "problems"}),
     "observer_degraded": frozenset({"observer", "error"}),
+    # metrics (metrics.port, metrics.textfile)
+    "metrics_listening": frozenset({"address", "port"}),
+    "metrics_failed": frozenset({"target", "error"}),
 }
 COMMON = frozenset({"event", "timestamp", "level", "store"})
 

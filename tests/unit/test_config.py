@@ -683,3 +683,39 @@ def test_an_empty_store_or_state_dir_is_rejected_not_taken_as_the_current_direct
     with pytest.raises(ConfigError) as caught:
         build_config({key: "  "})
     assert caught.value.problems == [f"at '{key}': must be a directory path, not empty"]
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_are_off_by_default_and_listen_on_loopback_when_on() -> None:
+    metrics = build_config({}).metrics
+
+    assert (metrics.port, metrics.address, metrics.textfile) == (None, "127.0.0.1", None)
+
+
+def test_metrics_settings_are_read() -> None:
+    metrics = build_config(
+        {"metrics": {"port": 9840, "address": "::1", "textfile": "/var/lib/n/storewarden.prom"}}
+    ).metrics
+
+    assert (metrics.port, metrics.address) == (9840, "::1")
+    assert metrics.textfile == Path("/var/lib/n/storewarden.prom")
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        ({"port": 65536}, "at 'metrics.port': Input should be less than or equal to 65535"),
+        ({"port": -1}, "at 'metrics.port': Input should be greater than or equal to 0"),
+        ({"port": "http"}, "at 'metrics.port': Input should be a valid integer"),
+        ({"address": " "}, "at 'metrics.address': must be an IP address or host name"),
+        ({"textfile": "/var/lib/n/storewarden.txt"}, "at 'metrics.textfile': must be a file name"),
+        ({"textfile": ""}, "at 'metrics.textfile': must be a file name ending in .prom"),
+        ({"interval": 5}, "at 'metrics.interval': unknown key"),
+    ],
+)
+def test_a_bad_metrics_setting_is_named_at_its_path(metrics: dict[str, Any], expected: str) -> None:
+    problems = problems_of({"metrics": metrics})
+
+    assert any(problem.startswith(expected) for problem in problems), problems
