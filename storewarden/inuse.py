@@ -61,7 +61,7 @@ def inspect_processes() -> Iterator[ProcessView]:
         try:
             cwd = process.cwd()
             paths.extend(item.path for item in process.open_files())
-            paths.extend(item.path for item in process.memory_maps(grouped=False))
+            paths.extend(mapped_files(process))
         except psutil.NoSuchProcess:
             continue
         except psutil.Error:
@@ -76,14 +76,100 @@ def inspect_processes() -> Iterator[ProcessView]:
         )
 
 
-def _version_of(path: str, root: str, versions: Mapping[str, Path]) -> Path | None:
-    """Map a path under the store to its version directory, if it is inside one."""
+def mapped_files(process: psutil.Process) -> list[str]:
+    """Return the files a process has memory-mapped, each once.
+
+    Reads ``/proc/<pid>/maps`` directly: psutil's ``memory_maps`` reads
+    ``smaps``, whose per-mapping statistics cost ten times as much, and a
+    model server maps thousands of regions. The scan runs before every
+    removal, so that cost bounded how fast a prune could go. Falls back to
+    psutil where there is no /proc. Raise psutil.NoSuchProcess or
+    psutil.AccessDenied as psutil would.
+    """
+    try:
+        with open(f"/proc/{process.pid}/maps", "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        if not os.path.isdir("/proc/self"):
+            return list(dict.fromkeys(item.path for item in process.memory_maps(grouped=False)))
+        raise psutil.NoSuchProcess(process.pid) from None
+    except ProcessLookupError:  # ESRCH: the process exited while its maps were read
+        raise psutil.NoSuchProcess(process.pid) from None
+    except OSError:  # EACCES, EIO...: this process cannot be inspected, never fatal
+        raise psutil.AccessDenied(process.pid) from None
+    paths: dict[str, None] = {}
+    for line in data.splitlines():
+        fields = line.split(maxsplit=5)  # address perms offset device inode [path]
+        if len(fields) == 6 and fields[5].startswith(b"/"):
+            paths[os.fsdecode(fields[5])] = None
+    return list(paths)
+
+
+def _relative_version(path: str, root: str) -> str | None:
+    """Return ``kind/name/version`` of a path inside a version directory of the store, or None."""
     if not path.startswith(root):
         return None
-    parts = path[len(root) :].lstrip("/").split("/")
-    if len(parts) < 3:
+    parts = path[len(root) :].lstrip("/").split("/", 3)
+    if len(parts) < 3 or not all(parts[:3]):
         return None
-    return versions.get("/".join(parts[:3]))
+    return "/".join(parts[:3])
+
+
+@dataclass(frozen=True)
+class ProcessTable:
+    """A process table indexed once for a store: what each version key or tag is held by.
+
+    Built in one pass over every process; asking about any number of versions
+    afterwards is a dictionary lookup each.
+    """
+
+    by_version: Mapping[str, str]
+    by_token: Mapping[str, str]
+    processes: int
+    uninspectable: int
+
+
+def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
+    """Given the store root and process views, return them indexed by version and tag."""
+    root_text = str(root).rstrip("/") + "/"
+    by_version: dict[str, str] = {}
+    by_token: dict[str, str] = {}
+    seen = uninspectable = 0
+    for view in views:
+        seen += 1
+        if not view.complete:
+            uninspectable += 1
+        who = f"pid {view.pid} ({view.name})"
+        for path in view.paths:
+            key = _relative_version(path.removesuffix(" (deleted)"), root_text)
+            if key is not None:
+                by_version.setdefault(key, f"{who} has {path} open")
+        if view.cwd is not None:
+            key = _relative_version(view.cwd + "/", root_text)
+            if key is not None:
+                by_version.setdefault(key, f"{who} works in {view.cwd}")
+        for argument in view.cmdline:
+            for token in _TOKEN_SPLIT.split(argument):
+                if not token:
+                    continue
+                why = f"{who} names {token} on its command line"
+                key = _relative_version(token + "/", root_text)
+                if key is not None:
+                    by_version.setdefault(key, why)
+                by_token.setdefault(token, why)
+    return ProcessTable(by_version, by_token, seen, uninspectable)
+
+
+def holders_in(table: ProcessTable, records: Iterable[VersionRecord]) -> InUseScan:
+    """Return which of ``records`` the indexed process table holds."""
+    holders: dict[Path, str] = {}
+    for record in records:
+        why = table.by_version.get(f"{record.kind}/{record.name}/{record.version}")
+        if why is None:
+            why = table.by_token.get(record.tag)
+        if why is not None:
+            holders[record.path] = why
+    return InUseScan(holders=holders, processes=table.processes, uninspectable=table.uninspectable)
 
 
 def scan(
@@ -95,34 +181,4 @@ def scan(
 
     ``processes`` is injectable so tests can present made-up process tables.
     """
-    root_text = str(root).rstrip("/") + "/"
-    by_relative: dict[str, Path] = {}
-    by_tag: dict[str, list[Path]] = {}
-    for record in records:
-        by_relative[f"{record.kind}/{record.name}/{record.version}"] = record.path
-        by_tag.setdefault(record.tag, []).append(record.path)
-    holders: dict[Path, str] = {}
-    seen = uninspectable = 0
-    for view in processes():
-        seen += 1
-        if not view.complete:
-            uninspectable += 1
-        who = f"pid {view.pid} ({view.name})"
-        for path in view.paths:
-            held = _version_of(path.removesuffix(" (deleted)"), root_text, by_relative)
-            if held is not None:
-                holders.setdefault(held, f"{who} has {path} open")
-        if view.cwd is not None:
-            held = _version_of(view.cwd + "/", root_text, by_relative)
-            if held is not None:
-                holders.setdefault(held, f"{who} works in {view.cwd}")
-        for argument in view.cmdline:
-            for token in _TOKEN_SPLIT.split(argument):
-                if not token:
-                    continue
-                held = _version_of(token + "/", root_text, by_relative)
-                if held is not None:
-                    holders.setdefault(held, f"{who} names {token} on its command line")
-                for tagged in by_tag.get(token, ()):
-                    holders.setdefault(tagged, f"{who} names {token} on its command line")
-    return InUseScan(holders=holders, processes=seen, uninspectable=uninspectable)
+    return holders_in(index_processes(root, processes()), records)

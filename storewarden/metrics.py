@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
@@ -67,6 +67,16 @@ ERROR_EVENTS = ("removal_failed", "check_failed", "config_rejected", "metrics_fa
 # A prune takes milliseconds on a small store and minutes when it deletes many GiB.
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 TEXTFILE_MODE = 0o644  # node_exporter runs as another user; the daemon's umask may be 0077
+
+
+def totals(records: Iterable[VersionRecord]) -> tuple[dict[str, int], dict[str, int]]:
+    """Return bytes and versions per kind of ``records`` (the index keeps these running)."""
+    total_bytes: Tally[str] = Tally()
+    total_versions: Tally[str] = Tally()
+    for record in records:
+        total_bytes[record.kind] += record.bytes
+        total_versions[record.kind] += 1
+    return dict(total_bytes), dict(total_versions)
 
 
 class StoreLabelled(Collector):
@@ -211,19 +221,19 @@ class Metrics:
 
     def observe(
         self,
-        versions: Iterable[VersionRecord],
+        bytes_by_kind: Mapping[str, int],
+        versions_by_kind: Mapping[str, int],
         usage: Usage,
         result: CycleResult | None = None,
     ) -> None:
-        """Given the index's versions, the usage after the check and its cycle, update series."""
-        total_bytes: Tally[str] = Tally()
-        total_versions: Tally[str] = Tally()
-        for record in versions:
-            total_bytes[record.kind] += record.bytes
-            total_versions[record.kind] += 1
-        for kind in {*total_bytes, *self._kinds}:
-            self.store_bytes.labels(kind=kind).set(total_bytes[kind])
-            self.store_versions.labels(kind=kind).set(total_versions[kind])
+        """Given the store's totals per kind, the usage and the check's cycle, update series.
+
+        The totals are the index's running sums: a check reads them in O(1)
+        however many versions the store holds.
+        """
+        for kind in {*bytes_by_kind, *versions_by_kind, *self._kinds}:
+            self.store_bytes.labels(kind=kind).set(bytes_by_kind.get(kind, 0))
+            self.store_versions.labels(kind=kind).set(versions_by_kind.get(kind, 0))
         capacity = usage.used + usage.free
         self.used_ratio.set(usage.used / capacity if capacity else 0.0)
         self.free_bytes.set(usage.free)

@@ -40,6 +40,7 @@ from storewarden.store import (
     Snapshot,
     VersionRecord,
     census,
+    file_time,
     is_valid_tag_part,
     parse_descriptor,
     read_pointer,
@@ -358,7 +359,7 @@ class Pruner:
                 continue
             moment = descriptor.creation_time
             if moment is None:
-                moment = datetime.fromtimestamp(entry.stat(follow_symlinks=False).st_mtime, tz=UTC)
+                moment = file_time(entry.stat(follow_symlinks=False).st_mtime)
             candidate = (moment, entry.name)
             if best is None or candidate > best:
                 best = candidate
@@ -407,7 +408,7 @@ class Pruner:
 
     # -- removal ------------------------------------------------------------------
 
-    def _write_intent(self, intent: Intent) -> Path:
+    def _write_intent(self, intent: Intent, *, durable: bool) -> Path:
         """Record the intent as an empty file whose name holds it: no data block needed.
 
         A full filesystem has no block for a record's contents, but a name
@@ -415,15 +416,26 @@ class Pruner:
         """
         path = self.trash / intent.file_name()
         self.operations.write_file(path, b"", mode=0o600)
-        self.operations.fsync_dir(self.trash)
+        if durable:
+            self.operations.fsync_dir(self.trash)
         return path
 
-    def remove(self, record: VersionRecord, *, reason: str, run_id: str) -> RemovalOutcome:
+    def remove(
+        self,
+        record: VersionRecord,
+        *,
+        reason: str,
+        run_id: str,
+        announce: Callable[[RemovalOutcome], None] | None = None,
+    ) -> RemovalOutcome:
         """Remove one version crash-safely and return what was freed.
 
-        Moves ``latest`` first when it names the version. Raise OSError if a
-        step fails; the store is valid whatever step failed, and
-        :meth:`recover` finishes or undoes the rest.
+        Moves ``latest`` first when it names the version. ``announce`` (which
+        logs ``version_removed``) is called while the intent record still
+        exists, so a crash at any instant leaves the event logged, or the
+        intent for :meth:`recover` to log it. Raise OSError if a step fails;
+        the store is valid whatever step failed, and :meth:`recover`
+        finishes or undoes the rest.
         """
         kind, name = record.kind, record.name
         self._sequence += 1
@@ -443,7 +455,9 @@ class Pruner:
             created=int(record.creation_time.timestamp()),
             pointer=(form or "file")[0] if moves_pointer else "-",
         )
-        intent_path = self._write_intent(intent)
+        # Only a moved pointer needs its intent on disk before it moves: without one,
+        # a power loss can at worst leave the version in place, which is valid.
+        intent_path = self._write_intent(intent, durable=moves_pointer)
         if moves_pointer:
             if pointer_new is not None:
                 self.write_pointer(kind, name, pointer_new, form)
@@ -462,12 +476,14 @@ class Pruner:
                 )
         trash_entry = self.trash / intent_id
         self.operations.rename(record.path, trash_entry)
-        self.operations.fsync_dir(record.path.parent)
         if moves_pointer and pointer_new is None:
             self.remove_name_if_empty(kind, name)
         freed = self.operations.remove_tree(trash_entry)
+        outcome = RemovalOutcome(record, freed, current if moves_pointer else None, pointer_new)
+        if announce is not None:
+            announce(outcome)
         self.operations.unlink(intent_path)
-        return RemovalOutcome(record, freed, current if moves_pointer else None, pointer_new)
+        return outcome
 
     # -- recovery ---------------------------------------------------------------
 

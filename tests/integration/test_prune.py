@@ -570,13 +570,18 @@ def test_recovery_after_a_crash_at_any_step_leaves_a_valid_store(
             assert crashed
             assert str(victim) not in removed_paths(audit)
         else:
-            assert removed_paths(audit).count(str(victim)) == 1
+            # At least once: a crash after the event but before the intent record
+            # went makes recovery log it again, marked recovered.
+            events = [e for e in audit.named("version_removed") if e["path"] == str(victim)]
+            assert len(events) in (1, 2)
+            assert all(event.get("recovered") for event in events[1:])
         untouched = {"lily:l1", "lily:l2"} | ({"solo:only"} if scenario.name == "iris" else set())
         assert untouched <= {record.tag for record in census(root).versions}
         if not crashed:
             assert not victim.exists()
             break
-    assert crash_points >= 8  # intent, pointer, rename, trash: many distinct crash points
+    # intent, (pointer,) rename, each file and the directory in the trash, the intent again
+    assert crash_points >= 6
     assert audit.named("removal_rolled_back")
     assert any(event.get("recovered") for event in audit.named("version_removed"))
 

@@ -15,7 +15,7 @@ import yaml
 from storewarden import __version__, policy
 from storewarden.config import build_config
 from storewarden.engine import CycleResult
-from storewarden.metrics import Metrics
+from storewarden.metrics import Metrics, totals
 from storewarden.policy import Kept, Plan, Removal, Target
 from storewarden.prune import RemovalOutcome
 from storewarden.store import Kind, VersionRecord
@@ -91,7 +91,7 @@ def test_store_bytes_and_versions_are_summed_by_kind() -> None:
         record("svc", "b1", kind="bentos", size=50),
     ]
 
-    source.observe(versions, usage())
+    source.observe(*totals(versions), usage())
 
     read = samples(source)
     assert read.labelled("storewarden_store_bytes", "kind") == {"models": 300, "bentos": 50}
@@ -101,16 +101,16 @@ def test_store_bytes_and_versions_are_summed_by_kind() -> None:
 def test_a_configured_kind_without_versions_reports_zero_not_nothing() -> None:
     source = metrics()
 
-    source.observe([record("iris", "v1")], usage())
+    source.observe(*totals([record("iris", "v1")]), usage())
 
     assert samples(source).value("storewarden_store_versions", kind="bentos") == 0
 
 
 def test_a_kind_whose_last_version_went_drops_to_zero() -> None:
     source = metrics()
-    source.observe([record("svc", "b1", kind="bentos")], usage())
+    source.observe(*totals([record("svc", "b1", kind="bentos")]), usage())
 
-    source.observe([], usage())
+    source.observe(*totals([]), usage())
 
     assert samples(source).value("storewarden_store_bytes", kind="bentos") == 0
 
@@ -118,7 +118,7 @@ def test_a_kind_whose_last_version_went_drops_to_zero() -> None:
 def test_the_used_ratio_is_used_over_used_plus_free_as_df_shows_it() -> None:
     source = metrics()
 
-    source.observe([], usage(used=600, free=400))
+    source.observe(*totals([]), usage(used=600, free=400))
 
     read = samples(source)
     assert read.value("storewarden_filesystem_used_ratio") == pytest.approx(0.6)
@@ -129,7 +129,7 @@ def test_the_used_ratio_is_used_over_used_plus_free_as_df_shows_it() -> None:
 def test_an_empty_filesystem_reading_gives_a_zero_ratio_not_a_division_error() -> None:
     source = metrics()
 
-    source.observe([], usage(used=0, free=0))
+    source.observe(*totals([]), usage(used=0, free=0))
 
     assert samples(source).value("storewarden_filesystem_used_ratio") == 0
 
@@ -137,7 +137,7 @@ def test_an_empty_filesystem_reading_gives_a_zero_ratio_not_a_division_error() -
 def test_each_check_stamps_the_last_check_time() -> None:
     source = metrics()
 
-    source.observe([], usage())
+    source.observe(*totals([]), usage())
 
     assert samples(source).value("storewarden_last_check_timestamp_seconds") == CLOCK
 
@@ -159,7 +159,7 @@ def test_removals_and_bytes_freed_are_counted_by_the_reason_each_had() -> None:
         seconds=2.5,
     )
 
-    source.observe([], usage(), cycle)
+    source.observe(*totals([]), usage(), cycle)
 
     read = samples(source)
     assert read.labelled("storewarden_removals_total", "reason") == {
@@ -182,7 +182,7 @@ def test_counters_add_up_over_cycles() -> None:
         cycle = CycleResult(
             f"run{index}", plan(removals=(removal,)), dry_run=False, removed=(removed(removal),)
         )
-        source.observe([], usage(), cycle)
+        source.observe(*totals([]), usage(), cycle)
 
     read = samples(source)
     assert read.value("storewarden_removals_total", reason="high_percent") == 3
@@ -202,7 +202,7 @@ def test_a_prune_records_its_time_duration_and_that_it_reached_its_target() -> N
         seconds=2.5,
     )
 
-    source.observe([], usage(), cycle)
+    source.observe(*totals([]), usage(), cycle)
 
     read = samples(source)
     assert read.value("storewarden_last_prune_timestamp_seconds") == CLOCK
@@ -219,7 +219,7 @@ def test_a_prune_short_of_its_target_sets_target_reached_to_zero_and_the_shortfa
         "run1", plan(shortfall=150), dry_run=False, usage_after=usage(used=900, free=100)
     )
 
-    source.observe([], usage(), cycle)
+    source.observe(*totals([]), usage(), cycle)
 
     read = samples(source)
     assert read.value("storewarden_last_prune_target_reached") == 0
@@ -229,10 +229,14 @@ def test_a_prune_short_of_its_target_sets_target_reached_to_zero_and_the_shortfa
 
 def test_a_later_prune_that_reaches_its_target_clears_the_alert() -> None:
     source = metrics()
-    source.observe([], usage(), CycleResult("run1", plan(), dry_run=False, usage_after=usage()))
+    source.observe(
+        *totals([]), usage(), CycleResult("run1", plan(), dry_run=False, usage_after=usage())
+    )
 
     source.observe(
-        [], usage(), CycleResult("run2", plan(), dry_run=False, usage_after=usage(100, 900))
+        *totals([]),
+        usage(),
+        CycleResult("run2", plan(), dry_run=False, usage_after=usage(100, 900)),
     )
 
     assert samples(source).value("storewarden_last_prune_target_reached") == 1
@@ -240,9 +244,9 @@ def test_a_later_prune_that_reaches_its_target_clears_the_alert() -> None:
 
 def test_a_missed_target_clears_once_usage_is_back_under_it_without_a_prune() -> None:
     source = metrics()
-    source.observe([], usage(), CycleResult("run1", plan(shortfall=150), dry_run=False))
+    source.observe(*totals([]), usage(), CycleResult("run1", plan(shortfall=150), dry_run=False))
 
-    source.observe([], usage(used=700, free=300))  # someone freed space: 70% < 75%
+    source.observe(*totals([]), usage(used=700, free=300))  # someone freed space: 70% < 75%
 
     read = samples(source)
     assert read.value("storewarden_last_prune_target_reached") == 1
@@ -251,9 +255,9 @@ def test_a_missed_target_clears_once_usage_is_back_under_it_without_a_prune() ->
 
 def test_a_missed_target_stays_while_usage_is_between_the_marks() -> None:
     source = metrics()
-    source.observe([], usage(), CycleResult("run1", plan(shortfall=150), dry_run=False))
+    source.observe(*totals([]), usage(), CycleResult("run1", plan(shortfall=150), dry_run=False))
 
-    source.observe([], usage(used=800, free=200))  # 80%: under high_percent, above low
+    source.observe(*totals([]), usage(used=800, free=200))  # 80%: under high_percent, above low
 
     assert samples(source).value("storewarden_last_prune_target_reached") == 0
 
@@ -263,7 +267,7 @@ def test_a_dry_run_removes_nothing_so_counts_no_removal_but_is_the_last_prune() 
     removal = Removal(record("iris", "v1"), "high_percent")
     cycle = CycleResult("run1", plan(removals=(removal,)), dry_run=True, would_remove=(removal,))
 
-    source.observe([], usage(), cycle)
+    source.observe(*totals([]), usage(), cycle)
 
     read = samples(source)
     assert read.value("storewarden_removals_total", reason="high_percent") == 0
@@ -275,7 +279,7 @@ def test_a_cycle_with_nothing_to_do_is_no_prune_but_updates_the_protected_versio
     kept = Kept(record("iris", "v1"), (policy.LATEST, policy.KEEP_LAST))
     cycle = CycleResult("run1", plan(triggers=(), kept=(kept,)), dry_run=False)
 
-    source.observe([], usage(), cycle)
+    source.observe(*totals([]), usage(), cycle)
 
     read = samples(source)
     assert read.value("storewarden_last_prune_timestamp_seconds") == 0
@@ -291,7 +295,7 @@ def test_protected_versions_count_a_version_under_each_of_its_reasons_once() -> 
         Kept(record("bert", "v1"), (policy.PINNED,)),
     )
 
-    source.observe([], usage(), CycleResult("run1", plan(kept=kept), dry_run=False))
+    source.observe(*totals([]), usage(), CycleResult("run1", plan(kept=kept), dry_run=False))
 
     read = samples(source).labelled("storewarden_protected_versions", "reason")
     assert (read["latest"], read["keep_last"], read["pinned"]) == (1, 1, 2)
@@ -301,9 +305,9 @@ def test_protected_versions_count_a_version_under_each_of_its_reasons_once() -> 
 def test_a_protection_that_lapsed_drops_to_zero_at_the_next_plan() -> None:
     source = metrics()
     kept = (Kept(record("iris", "v1"), (policy.IN_USE,)),)
-    source.observe([], usage(), CycleResult("run1", plan(kept=kept), dry_run=False))
+    source.observe(*totals([]), usage(), CycleResult("run1", plan(kept=kept), dry_run=False))
 
-    source.observe([], usage(), CycleResult("run2", plan(), dry_run=False))
+    source.observe(*totals([]), usage(), CycleResult("run2", plan(), dry_run=False))
 
     assert samples(source).value("storewarden_protected_versions", reason="in_use") == 0
 
@@ -318,7 +322,7 @@ def test_failed_removals_count_as_removal_failed_errors() -> None:
         failed=tuple((victim, "Permission denied") for victim in victims),
     )
 
-    source.observe([], usage(), cycle)
+    source.observe(*totals([]), usage(), cycle)
 
     read = samples(source)
     assert read.value("storewarden_errors_total", event="removal_failed") == 2
@@ -359,7 +363,7 @@ def test_the_info_series_names_the_version() -> None:
 
 def test_every_sample_is_labelled_with_its_store() -> None:
     source = metrics()
-    source.observe([record("iris", "v1")], usage())
+    source.observe(*totals([record("iris", "v1")]), usage())
 
     assert samples(source).stores == {str(ROOT)}
 
@@ -369,7 +373,7 @@ def test_two_wardens_textfiles_in_one_collector_directory_do_not_collide() -> No
     first, second = metrics(), Metrics(clock=lambda: CLOCK)
     second.configure(build_config({"store": "/srv/other"}))
     for source in (first, second):
-        source.observe([record("iris", "v1")], usage())
+        source.observe(*totals([record("iris", "v1")]), usage())
 
     merged = parse(first.exposition().decode() + second.exposition().decode(), keep_store=True)
 
@@ -379,10 +383,10 @@ def test_two_wardens_textfiles_in_one_collector_directory_do_not_collide() -> No
 
 def test_a_reload_that_drops_a_kind_drops_its_series() -> None:
     source = metrics()
-    source.observe([record("svc", "b1", kind="bentos")], usage())
+    source.observe(*totals([record("svc", "b1", kind="bentos")]), usage())
 
     source.configure(build_config({"store": str(ROOT), "kinds": ["models"]}))
-    source.observe([record("iris", "v1")], usage())
+    source.observe(*totals([record("iris", "v1")]), usage())
 
     assert set(samples(source).labelled("storewarden_store_bytes", "kind")) == {"models"}
 
@@ -394,7 +398,7 @@ def test_two_daemons_in_one_process_keep_their_series_apart() -> None:
         "run1", plan(removals=(removal,)), dry_run=False, removed=(removed(removal),)
     )
 
-    first.observe([record("iris", "v1")], usage(), cycle)
+    first.observe(*totals([record("iris", "v1")]), usage(), cycle)
 
     assert samples(first).value("storewarden_removals_total", reason="high_percent") == 1
     assert samples(second).value("storewarden_removals_total", reason="high_percent") == 0
@@ -429,7 +433,7 @@ def exported_names() -> set[str]:
     cycle = CycleResult(
         "run1", plan(removals=(removal,)), dry_run=False, removed=(removed(removal),)
     )
-    source.observe([record("iris", "v1")], usage(), cycle)
+    source.observe(*totals([record("iris", "v1")]), usage(), cycle)
     return {name for name, _labels in samples(source).values}
 
 
