@@ -271,6 +271,12 @@ class Recovery:
     trash_entries: int
     trash_bytes: int
     pointers_repaired: int
+    snapshot: Snapshot | None = None  # the census recovery took, if it then changed nothing
+
+    @property
+    def changed_store(self) -> bool:
+        """Return whether recovery changed anything in ``models/`` or ``bentos/``."""
+        return bool(self.rolled_back or self.completed or self.pointers_repaired)
 
 
 class Pruner:
@@ -487,7 +493,11 @@ class Pruner:
 
     # -- recovery ---------------------------------------------------------------
 
-    def recover(self, measure_percent: Callable[[], float]) -> Recovery:
+    def recover(
+        self,
+        measure_percent: Callable[[], float],
+        take_census: Callable[[], Snapshot] | None = None,
+    ) -> Recovery:
         """Finish or undo work a crash interrupted, empty the trash, repair pointers.
 
         For each intent record: if the version is still in the store the
@@ -516,8 +526,12 @@ class Pruner:
             entries += 1
         if entries:
             self.log.info("trash_emptied", entries=entries, bytes=trash_bytes)
-        repaired = self.repair_pointers(census(self.root, self.kinds, self.filesystem))
-        return Recovery(rolled_back, completed, entries, trash_bytes, repaired)
+        snapshot = take_census() if take_census else census(self.root, self.kinds, self.filesystem)
+        repaired = self.repair_pointers(snapshot)
+        recovery = Recovery(rolled_back, completed, entries, trash_bytes, repaired)
+        if not recovery.changed_store:
+            recovery = Recovery(rolled_back, completed, entries, trash_bytes, repaired, snapshot)
+        return recovery
 
     def _listing(self, directory: Path) -> list[str]:
         try:
