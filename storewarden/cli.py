@@ -1,26 +1,34 @@
 """Command line: thin wrappers that turn errors into one clear line and an exit code.
 
-Exit codes: 0 done; 1 the store or a tag is wrong, or a removal failed;
-2 invalid configuration or usage; 3 another warden holds the store;
-4 a delete was refused (pinned, in use, or still being written).
+Exit codes: 0 done; 1 the store or a tag is wrong, a removal failed, the
+pins file is unreadable, or an archive cannot be restored; 2 invalid
+configuration or usage; 3 another warden holds the store; 4 a delete was
+refused (pinned, in use, or still being written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TextIO, TypeVar, cast
 
 import click
+from rich.console import Console
 
-from storewarden import __version__, logs
-from storewarden.config import Config, ConfigError, json_schema, load_config
+from storewarden import __version__, logs, policy, terminal
+from storewarden import audit as trail
+from storewarden.archive import RestoreError, UnsafeArchiveDirError, check_archive_dir, restore
+from storewarden.config import Config, ConfigError, json_schema, load_config, parse_duration
 from storewarden.engine import CycleResult, Engine, PlanView, RefusedError, UnknownTagError
+from storewarden.pins import Pin, PinBoard, PinsError, check_tag, current_user
 from storewarden.prune import StoreBusyError, UnsafeStateDirError
-from storewarden.store import Snapshot
+from storewarden.store import Kind, Snapshot
+from storewarden.terminal import human_bytes
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -28,16 +36,6 @@ EXIT_BUSY = 3
 EXIT_REFUSED = 4
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def human_bytes(count: float) -> str:
-    """Return a byte count in binary units, e.g. ``1.5 GiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover - the loop always returns
 
 
 def fail(message: str, code: int) -> None:
@@ -72,14 +70,14 @@ def load(config_path: Path | None, store: Path | None) -> Config:
         sys.exit(EXIT_CONFIG)
 
 
-def setup_logging(config: Config, *, to_stderr: bool) -> None:
+def setup_logging(config: Config, *, to_stderr: bool, stream: TextIO | None = None) -> None:
     """Configure the audit log: stdout for commands whose output is the trail, else stderr."""
     logs.configure(
         store=config.store,
         level=config.log.level,
         log_format=config.log.format,
         file=config.log.file,
-        stream=sys.stderr if to_stderr else sys.stdout,
+        stream=stream or (sys.stderr if to_stderr else sys.stdout),
     )
 
 
@@ -96,8 +94,10 @@ def handle_errors(function: F) -> F:
             fail(str(error), EXIT_REFUSED)
         except UnknownTagError as error:
             fail(str(error), EXIT_ERROR)
-        except UnsafeStateDirError as error:
+        except (UnsafeStateDirError, UnsafeArchiveDirError) as error:
             fail(str(error), EXIT_CONFIG)
+        except (PinsError, RestoreError) as error:
+            fail(str(error), EXIT_ERROR)
         except FileNotFoundError as error:
             fail(str(error), EXIT_ERROR)
         except OSError as error:
@@ -119,6 +119,9 @@ def main() -> None:
       storewarden prune --dry-run        # log the plan as would_remove events
       storewarden prune                  # one prune cycle now
       storewarden delete iris:abc123     # delete one version, pointer kept valid
+      storewarden pin iris:abc123 --until 7d --reason "release candidate"
+      storewarden pins                   # who pinned what, until when
+      storewarden restore /var/lib/storewarden/archive/iris-abc123.bentomodel.tar
       storewarden run                    # the daemon
     """
 
@@ -136,6 +139,16 @@ def check(config_path: Path | None, store: Path | None) -> None:
     """
     config = load(config_path, store)
     click.echo(f"config ok ({config_path or 'embedded defaults'})")
+    archive_dir = config.archive.dir
+    if archive_dir is not None:
+        try:
+            check_archive_dir(archive_dir, config.store)
+        except UnsafeArchiveDirError as error:
+            fail(str(error), EXIT_CONFIG)
+        if not archive_dir.is_dir():
+            click.echo(
+                f"archive.dir {archive_dir} does not exist: nothing is removed until it does"
+            )
     root = config.store
     if not root.exists():
         click.echo(f"store {root} does not exist yet; the daemon will wait for it")
@@ -187,7 +200,37 @@ def _status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
             {"path": str(problem.path), "problem": problem.reason} for problem in snapshot.problems
         ],
         "processes_uninspectable": view.in_use.uninspectable,
+        **_pins_data(engine, view.now),
     }
+
+
+def _pins_data(engine: Engine, now: datetime) -> dict[str, Any]:
+    try:
+        pins = PinBoard(engine.state_dir).load()
+    except PinsError as error:
+        return {"pins": [], "pins_problem": str(error)}
+    return {"pins": [pin.as_dict(now) for pin in pins], "pins_problem": None}
+
+
+def _pin_lines(pins: list[dict[str, Any]]) -> list[str]:
+    rows = [("TAG", "KIND", "WHO", "WHEN", "UNTIL", "REASON")]
+    for pin in pins:
+        until = pin["until"] or "-"
+        rows.append(
+            (
+                pin["tag"],
+                pin["kind"] or "any",
+                pin["who"],
+                pin["when"],
+                f"{until} (expired)" if pin["expired"] else until,
+                pin["reason"] or "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
 
 
 def _print_status(data: dict[str, Any]) -> None:
@@ -219,6 +262,12 @@ def _print_status(data: dict[str, Any]) -> None:
         click.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    if data["pins"]:
+        click.echo("pins:")
+        for line in _pin_lines(data["pins"]):
+            click.echo(f"  {line}")
+    if data["pins_problem"]:
+        click.echo(f"pins: {data['pins_problem']} (every version is kept)")
     for problem in data["problems"]:
         click.echo(f"problem: {problem['path']}: {problem['problem']}")
 
@@ -232,7 +281,9 @@ def _require_store(engine: Engine) -> Snapshot:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @handle_errors
 def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
-    """Show each name's versions, size, latest, and what is protected and why.
+    """Show each name's versions, size, latest, what is protected and why, and the pins.
+
+    On a terminal the names are a table sorted by size; piped, plain columns.
 
     \b
     Example: storewarden status --json | jq '.names[] | {name, bytes}'
@@ -244,6 +295,8 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     data = _status_data(engine, view)
     if as_json:
         click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
+    elif terminal.is_terminal(sys.stdout):
+        terminal.status_table(data, Console())
     else:
         _print_status(data)
 
@@ -354,13 +407,17 @@ def _summary(result: CycleResult) -> str:
 def prune(config_path: Path | None, store: Path | None, dry_run: bool, wait: float) -> None:
     """Run one prune cycle now (the daemon's cycle, once).
 
+    Audit lines go to stdout; on a terminal, stderr shows a progress bar.
+
     \b
     Example (a CI clean-up step): storewarden prune --config ci.yaml
     """
     config = load(config_path, store)
-    setup_logging(config, to_stderr=False)
-    engine = Engine(config)
-    result = engine.cycle(dry_run=dry_run or None, recover=True, lock_wait=wait)
+    bar = terminal.progress_bar()
+    setup_logging(config, to_stderr=False, stream=bar.audit_stream() if bar else None)
+    engine = Engine(config, progress=bar)
+    with bar or contextlib.nullcontext():
+        result = engine.cycle(dry_run=dry_run or None, recover=True, lock_wait=wait)
     click.echo(_summary(result), err=True)
     if result.failed:
         sys.exit(EXIT_ERROR)
@@ -395,18 +452,93 @@ def delete(
     Example: storewarden delete iris:dr4qngxj3c754ax4 iris:u27g4nhj3gkawax4
     """
     config = load(config_path, store)
-    setup_logging(config, to_stderr=False)
-    engine = Engine(config)
-    result = engine.delete(
-        tags,
-        kind="bentos" if kind == "bentos" else "models" if kind == "models" else None,
-        force=force,
-        dry_run=dry_run,
-        lock_wait=wait,
-    )
+    bar = terminal.progress_bar()
+    setup_logging(config, to_stderr=False, stream=bar.audit_stream() if bar else None)
+    engine = Engine(config, progress=bar)
+    with bar or contextlib.nullcontext():
+        result = engine.delete(
+            tags,
+            kind=_kind(kind),
+            force=force,
+            dry_run=dry_run,
+            lock_wait=wait,
+        )
     click.echo(_summary(result), err=True)
     if result.failed:
         sys.exit(EXIT_ERROR)
+
+
+def _since_option(
+    _context: click.Context, _parameter: click.Parameter, value: str | None
+) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return trail.parse_since(value, datetime.now(tz=UTC))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _trail_lines(sources: tuple[str, ...]) -> Iterator[str]:
+    """Yield the lines of each source in turn (``-``: stdin); exit 1 on an unreadable one."""
+    for source in sources:
+        if source == "-":
+            yield from trail.read_lines(sys.stdin.buffer)
+            continue
+        try:
+            with trail.open_trail(Path(source)) as stream:
+                yield from trail.read_lines(stream)
+        except (OSError, EOFError) as error:  # EOFError: a truncated .gz
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else error
+            fail(f"cannot read the audit log {source}: {detail}", EXIT_ERROR)
+
+
+@main.command("audit")
+@common_options
+@click.argument("sources", nargs=-1, metavar="[FILE|-]...")
+@click.option(
+    "--since",
+    callback=_since_option,
+    metavar="AGE|TIME",
+    help="Only events from the last AGE (24h, 7d) or since TIME (ISO 8601, UTC if no zone).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def audit_command(
+    config_path: Path | None,
+    store: Path | None,
+    sources: tuple[str, ...],
+    since: datetime | None,
+    as_json: bool,
+) -> None:
+    """Report on the audit trail: removals per name, pointer changes, missed targets, errors.
+
+    Reads JSON-lines audit events from FILE (default: the config's
+    log.file; several files in turn, gzip-compressed ones too) or from
+    standard input with '-'. Lines that are not audit events are counted
+    and skipped.
+
+    \b
+    Examples:
+      storewarden audit --config /etc/storewarden/storewarden.yaml --since 24h
+      journalctl -u storewarden -o cat | storewarden audit - --since 7d
+      storewarden audit /var/log/storewarden/audit.log* --json | jq '.removals[]'
+    """
+    if not sources:
+        config = load(config_path, store)
+        if config.log.file is None:
+            fail(
+                "no audit log to read: give FILE, or '-' for standard input"
+                " (journalctl -u storewarden -o cat | storewarden audit -),"
+                " or set log.file in the config",
+                EXIT_CONFIG,
+            )
+        sources = (str(config.log.file),)
+    report = trail.summarize(_trail_lines(sources), since=since)
+    if as_json:
+        click.echo(json.dumps(trail.report_data(report), indent=2))
+        return
+    for line in trail.render_text(report):
+        click.echo(line)
 
 
 @main.command()
@@ -443,3 +575,210 @@ def run(config_path: Path | None, store: Path | None) -> None:
             on_reload=lambda new: setup_logging(new, to_stderr=False),
         )
     )
+
+
+def _kind(kind: str | None) -> Kind | None:
+    return "bentos" if kind == "bentos" else "models" if kind == "models" else None
+
+
+def _pin_board(config: Config) -> tuple[Engine, PinBoard]:
+    """Return the engine and the pins of the configured store; exit 1 if the store is missing."""
+    engine = Engine(config)
+    if not engine.root.is_dir():
+        fail(f"store {engine.root} does not exist", EXIT_ERROR)
+    engine.pruner.prepare()  # the state directory, checked to lie outside models/ and bentos/
+    return engine, PinBoard(engine.state_dir)
+
+
+def _resolve_latest(engine: Engine, tag: str, kind: Kind | None) -> list[tuple[str, Kind | None]]:
+    """Return ``(tag, kind)`` pairs to pin: ``name:latest`` becomes each kind's current version."""
+    name, _, version = tag.partition(":")
+    if version != "latest":
+        return [(tag, kind)]
+    found: list[tuple[str, Kind | None]] = []
+    for each in (kind,) if kind is not None else engine.config.kinds:
+        _form, target = engine.pruner.read_pointer(each, name)
+        if target is not None:
+            found.append((f"{name}:{target}", each))
+    if not found:
+        fail(f"{name} has no latest version to pin", EXIT_ERROR)
+    return found
+
+
+def _matches_nothing(engine: Engine, pin: Pin) -> bool:
+    try:
+        snapshot = engine.census()
+    except OSError:
+        return False
+    probe = pin.glob()
+    return not any(policy.is_pinned(record, (probe,)) for record in snapshot.versions)
+
+
+@main.command()
+@common_options
+@click.argument("tag")
+@click.option("--kind", type=click.Choice(["models", "bentos"]), help="Only this kind.")
+@click.option(
+    "--until",
+    "until_text",
+    metavar="DURATION",
+    help="Stop protecting after this long (7d, 12h); default: until unpinned.",
+)
+@click.option("--reason", default="", help="Why, for whoever reads `storewarden pins` later.")
+@handle_errors
+def pin(
+    config_path: Path | None,
+    store: Path | None,
+    tag: str,
+    kind: str | None,
+    until_text: str | None,
+    reason: str,
+) -> None:
+    """Pin versions (name:version, name:*, name:latest) so no prune removes them.
+
+    The pin is kept in the warden's state directory and holds from the
+    daemon's next check, without a restart. `delete` refuses a pinned
+    version unless --force. Pinning a tag again replaces its pin.
+
+    \b
+    Example: storewarden pin iris:dr4qngxj3c754ax4 --until 7d --reason "canary in prod"
+    """
+    config = load(config_path, store)
+    setup_logging(config, to_stderr=True)
+    try:
+        check_tag(tag)
+        duration = parse_duration(until_text) if until_text is not None else None
+    except ValueError as error:
+        fail(str(error), EXIT_CONFIG)
+    engine, board = _pin_board(config)
+    now = datetime.now(tz=UTC).replace(microsecond=0)
+    until = now + timedelta(seconds=duration) if duration is not None else None
+    who = current_user()
+    for resolved, resolved_kind in _resolve_latest(engine, tag, _kind(kind)):
+        made = Pin(resolved, resolved_kind, who, now, until, reason)
+        replaced = board.add(made)
+        logs.get_logger().info(
+            "pin_added",
+            tag=made.tag,
+            kind=made.kind,
+            who=made.who,
+            until=made.until.isoformat() if made.until else None,
+            reason=made.reason,
+            replaced=replaced is not None,
+        )
+        text = f"{'re-pinned' if replaced else 'pinned'} {made.glob()}"
+        text += f" until {made.until.isoformat(timespec='seconds')}" if made.until else ""
+        click.echo(text + (f" ({reason})" if reason else ""))
+        if _matches_nothing(engine, made):
+            click.echo(f"note: {made.glob()} matches no version in the store now", err=True)
+
+
+@main.command()
+@common_options
+@click.argument("tag", required=False)
+@click.option("--kind", type=click.Choice(["models", "bentos"]), help="Only this kind's pin.")
+@click.option("--expired", is_flag=True, help="Remove every expired pin instead of one tag.")
+@handle_errors
+def unpin(
+    config_path: Path | None, store: Path | None, tag: str | None, kind: str | None, expired: bool
+) -> None:
+    """Remove the pin of TAG (as `storewarden pins` lists it); exit 1 if it has none.
+
+    \b
+    Example: storewarden unpin iris:dr4qngxj3c754ax4
+    """
+    config = load(config_path, store)
+    setup_logging(config, to_stderr=True)
+    if (tag is None) == (not expired):
+        fail("give a TAG or --expired (not both)", EXIT_CONFIG)
+    _engine, board = _pin_board(config)
+    now = datetime.now(tz=UTC)
+    gone = board.remove(tag, _kind(kind), expired_at=now if expired else None)
+    if not gone and tag is not None:
+        fail(f"{tag} is not pinned (`storewarden pins` lists the pins)", EXIT_ERROR)
+    who = current_user()
+    for old in gone:
+        logs.get_logger().info("pin_removed", tag=old.tag, kind=old.kind, who=who)
+        click.echo(f"unpinned {old.glob()}" + (" (expired)" if old.expired(now) else ""))
+
+
+@main.command("pins")
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@handle_errors
+def pins_command(config_path: Path | None, store: Path | None, as_json: bool) -> None:
+    """List the pins: tag, kind, who pinned it when, until when, why; expired ones marked.
+
+    \b
+    Example: storewarden pins --json | jq '.[] | select(.expired | not) | .tag'
+    """
+    config = load(config_path, store)
+    setup_logging(config, to_stderr=True)
+    now = datetime.now(tz=UTC)
+    pins = [pin.as_dict(now) for pin in PinBoard(Engine(config).state_dir).load()]
+    if as_json:
+        click.echo(json.dumps(pins))
+    elif pins:
+        for line in _pin_lines(pins):
+            click.echo(line)
+    else:
+        click.echo("no pins", err=True)
+
+
+@main.command("restore")
+@common_options
+@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--pin", "pin_it", is_flag=True, help="Also pin it, so no prune removes it again.")
+@click.option(
+    "--wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for another warden's lock.",
+)
+@handle_errors
+def restore_command(
+    config_path: Path | None, store: Path | None, archive_path: Path, pin_it: bool, wait: float
+) -> None:
+    """Put an archived version (archive.dir, or `bentoml models export`) back into the store.
+
+    The version appears in one rename, and latest points at it if it is now
+    the newest of its name. Exit 1 if the version is already in the store.
+    A restored old version is the first a prune under pressure removes
+    again: --pin keeps it.
+
+    \b
+    Example: storewarden restore /var/lib/storewarden/archive/iris-dr4qngxj3c754ax4.bentomodel.tar
+    """
+    config = load(config_path, store)
+    setup_logging(config, to_stderr=False)
+    engine = Engine(config)
+    if not engine.root.is_dir():
+        fail(f"store {engine.root} does not exist", EXIT_ERROR)
+    engine.pruner.prepare()
+    with engine.lock.held(wait):
+        engine.recover()
+        restored = restore(archive_path, engine.pruner, config.kinds)
+    held = restored.version
+    text = f"restored {held.kind}/{held.name}:{held.version} ({human_bytes(restored.bytes)})"
+    if restored.pointer_new is not None:
+        text += f"; {held.name}:latest is now {restored.pointer_new}"
+    if pin_it:
+        pinned = Pin(
+            f"{held.name}:{held.version}",
+            held.kind,
+            current_user(),
+            datetime.now(tz=UTC).replace(microsecond=0),
+            reason=f"restored from {archive_path.name}",
+        )
+        PinBoard(engine.state_dir).add(pinned)
+        logs.get_logger().info(
+            "pin_added",
+            tag=pinned.tag,
+            kind=pinned.kind,
+            who=pinned.who,
+            until=None,
+            reason=pinned.reason,
+        )
+        text += "; pinned"
+    click.echo(text, err=True)

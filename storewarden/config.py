@@ -216,6 +216,45 @@ class LogConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class MetricsConfig(_Frozen):
+    """Prometheus metrics of the daemon: an HTTP endpoint, a textfile, both or neither."""
+
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    address: str = "127.0.0.1"
+    textfile: Path | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be an IP address or host name to listen on, not empty")
+        return value
+
+    @field_validator("textfile", mode="before")
+    @classmethod
+    def _textfile_is_prom(cls, value: object) -> object:
+        # node_exporter's textfile collector reads only *.prom: any other name is never scraped.
+        if isinstance(value, str | Path) and not str(value).strip().endswith(".prom"):
+            raise ValueError("must be a file name ending in .prom (node_exporter reads only those)")
+        return value
+
+
+class ArchiveConfig(_Frozen):
+    """Archive before delete (opt-in): where, how large the directory may grow, which format."""
+
+    dir: Path | None = None
+    max_size: Size | None = None
+    format: Literal["tar", "gz", "xz"] = "tar"
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _dir_absolute(cls, value: object) -> object:
+        # A relative directory would follow the working directory ("/" under systemd).
+        if isinstance(value, str | Path) and not Path(value).expanduser().is_absolute():
+            raise ValueError("must be an absolute directory path")
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+
 class Config(_Frozen):
     """The whole configuration; build it with :func:`load_config` or :func:`build_config`."""
 
@@ -230,6 +269,8 @@ class Config(_Frozen):
     rules: tuple[Rule, ...] = ()
     schedule: ScheduleConfig = ScheduleConfig()
     log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    archive: ArchiveConfig = ArchiveConfig()
 
     # A field validator, not a model one: it runs, and is reported at 'kinds',
     # even when other keys of the file are wrong.
@@ -309,7 +350,18 @@ def build_config(data: object, source: str = "(embedded defaults)") -> Config:
         config = Config.model_validate(dict(data))
     except ValidationError as error:
         raise ConfigError(source, _problems(error)) from None
-    return config.model_copy(update={"store": config.store.expanduser()})
+    config = config.model_copy(update={"store": config.store.expanduser()})
+    if config.archive.dir is not None:
+        # Symlinks are resolved again when the warden starts (archive.check_archive_dir).
+        archive_dir = Path(os.path.abspath(config.archive.dir))
+        for kind in KINDS:
+            kind_dir = Path(os.path.abspath(config.store / kind))
+            if archive_dir == kind_dir or kind_dir in archive_dir.parents:
+                raise ConfigError(
+                    source,
+                    [f"at 'archive.dir': {archive_dir} is inside {kind_dir}; BentoML would break"],
+                )
+    return config
 
 
 def load_config(path: Path | None, *, store: Path | None = None) -> Config:

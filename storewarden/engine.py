@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from storewarden import inuse, policy, usage
+from storewarden.archive import ArchiveError, Archiver
 from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
 from storewarden.logs import get_logger
+from storewarden.pins import pin_reader
 from storewarden.policy import Plan, Removal
 from storewarden.prune import Operations, Pruner, Recovery, RemovalOutcome, StoreLock
 from storewarden.store import FileSystem, Kind, Snapshot, VersionRecord, census, census_version
@@ -30,9 +33,31 @@ from storewarden.usage import Usage
 _DEFERRED = "deferred: no space left on device"
 
 
+# How long the re-check before each removal may reuse a process table.
+IN_USE_REUSE_SECONDS = 1.0
+
+
 def utc_now() -> datetime:
     """Return the current time, aware, in UTC."""
     return datetime.now(tz=UTC)
+
+
+def _pins_from_state_dir() -> Sequence[str]:
+    """Stand-in default of Engine.pins: replaced by a reader of ``<state>/pins.json``."""
+    return ()
+
+
+class Progress(Protocol):
+    """Told about a prune's or a delete's removals as they happen (the terminal's progress bar)."""
+
+    def planned(self, versions: int, total_bytes: int) -> None:
+        """The removals about to start: how many versions and bytes are planned."""
+
+    def removing(self, record: VersionRecord) -> None:
+        """One version is about to be archived (if set) and removed."""
+
+    def removed(self, record: VersionRecord) -> None:
+        """One version left the store."""
 
 
 class UnknownTagError(Exception):
@@ -98,12 +123,16 @@ class Engine:
     clock: Callable[[], datetime] = utc_now
     processes: Callable[[], Iterable[inuse.ProcessView]] = inuse.inspect_processes
     measure: Callable[[Path, int], Usage] = usage.measure
-    pins: Callable[[], Sequence[str]] = lambda: ()
+    pins: Callable[[], Sequence[str]] = _pins_from_state_dir
+    progress: Progress | None = None
     root: Path = field(init=False)
     state_dir: Path = field(init=False)
     pruner: Pruner = field(init=False)
     lock: StoreLock = field(init=False)
+    archiver: Archiver | None = field(init=False)
     _reported: set[tuple[str, str]] = field(default_factory=set, init=False)
+    _table: inuse.ProcessTable | None = field(default=None, init=False)
+    _table_at: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         # A store root that is a symlink (~/bentoml -> /data/bentoml) is resolved
@@ -122,6 +151,20 @@ class Engine:
         )
         self.lock = StoreLock(self.state_dir / "lock")
         self.log = get_logger()
+        if self.pins is _pins_from_state_dir:
+            # Read on every call: `storewarden pin` holds from the daemon's next check.
+            self.pins = pin_reader(self.state_dir, self.clock)
+        archive = self.config.archive
+        self.archiver = (
+            Archiver(
+                archive.dir,
+                store=self.root,
+                max_size=archive.max_size,
+                archive_format=archive.format,
+            )
+            if archive.dir is not None
+            else None
+        )
 
     # -- reading ------------------------------------------------------------------
 
@@ -148,11 +191,24 @@ class Engine:
         """Return the usage of the store's filesystem with ``store_bytes`` as the store's size."""
         return self.measure(self.root, store_bytes)
 
-    def scan_in_use(self, records: Iterable[VersionRecord]) -> inuse.InUseScan:
-        """Return which of ``records`` running processes hold (nothing when in_use is off)."""
+    def scan_in_use(
+        self, records: Iterable[VersionRecord], *, reuse: bool = False
+    ) -> inuse.InUseScan:
+        """Return which of ``records`` running processes hold (nothing when in_use is off).
+
+        Reading every process's fds and maps costs ~30 ms. With ``reuse`` (the
+        re-check before each removal of a cycle) a process table read less than
+        IN_USE_REUSE_SECONDS ago is used again, so a prune of many small
+        versions is not dominated by rescans; the window this leaves is of the
+        same order as the scan itself.
+        """
         if not self.config.protect.in_use:
             return inuse.InUseScan()
-        return inuse.scan(self.root, records, self.processes)
+        now = time.monotonic()
+        if not reuse or self._table is None or now - self._table_at > IN_USE_REUSE_SECONDS:
+            self._table = inuse.index_processes(self.root, self.processes())
+            self._table_at = time.monotonic()
+        return inuse.holders_in(self._table, records)
 
     def make_plan(self, snapshot: Snapshot | None = None) -> PlanView:
         """Return the plan for the store now (scanning processes only if something would go)."""
@@ -180,7 +236,7 @@ class Engine:
 
     def recover(self) -> Recovery:
         """Finish interrupted removals, empty the trash, repair pointers (caller holds the lock)."""
-        return self.pruner.recover(lambda: self.usage(0).used_percent)
+        return self.pruner.recover(lambda: self.usage(0).used_percent, self.census)
 
     def _recheck(
         self, removal: Removal, *, explicit: bool
@@ -190,7 +246,7 @@ class Engine:
         fresh = census_version(record.kind, record.name, record.path, self.filesystem)
         if fresh is None:
             return None, ["gone"]
-        scan = self.scan_in_use([fresh])
+        scan = self.scan_in_use([fresh], reuse=True)
         now = self.clock()
         if explicit:
             return fresh, policy.explicit_blockers(
@@ -255,8 +311,8 @@ class Engine:
         self.pruner.prepare()
         with self.lock.held(lock_wait):
             if recover:
-                self.recover()
-                snapshot = None  # recovery may have changed the store
+                # Recovery's own census serves the plan unless recovery changed the store.
+                snapshot = self.recover().snapshot
             view = self.make_plan(snapshot)
             return self._execute(
                 view, run_id, dry_run=False, started=started, should_stop=should_stop
@@ -284,6 +340,8 @@ class Engine:
             planned=len(plan.removals),
             planned_bytes=plan.bytes_to_free,
         )
+        if self.progress is not None and not dry_run:
+            self.progress.planned(len(plan.removals), plan.bytes_to_free)
         removed: list[RemovalOutcome] = []
         would: list[Removal] = []
         skipped: list[tuple[VersionRecord, tuple[str, ...]]] = []
@@ -293,6 +351,7 @@ class Engine:
         }
         current = plan.usage
         store_bytes = view.snapshot.store_bytes
+        self._table = None  # the first re-check reads the process table afresh
         queue = [*plan.removals, *plan.reserve]
         deferred: set[int] = set()
         for removal in queue:  # grows while iterating: a removal deferred for ENOSPC goes last
@@ -329,7 +388,9 @@ class Engine:
                 )
                 continue
             retry = id(removal) not in deferred
-            outcome = self._remove_one(fresh, removal.reason, run_id, current, failed, retry)
+            outcome = self._remove_one(
+                fresh, removal.reason, run_id, current, failed, retry, store_bytes=store_bytes
+            )
             if outcome is None:
                 if retry and failed and failed[-1][0] is fresh and failed[-1][1] == _DEFERRED:
                     # A full disk: removals that need no new block free some first.
@@ -340,7 +401,6 @@ class Engine:
             removed.append(outcome)
             store_bytes -= fresh.bytes
             current = self.usage(max(0, store_bytes))
-            self._log_removed(fresh, removal.reason, run_id, outcome, current)
         result = CycleResult(
             run_id,
             plan,
@@ -375,9 +435,38 @@ class Engine:
         before: Usage,
         failed: list[tuple[VersionRecord, str]],
         defer_enospc: bool = False,
+        *,
+        store_bytes: int,
     ) -> RemovalOutcome | None:
+        """Remove one version; return None (recorded in ``failed``) if that failed.
+
+        ``version_removed`` is logged from inside the removal, before its
+        intent record goes (see :meth:`Pruner.remove`); ``store_bytes`` is the
+        store's size before it.
+        """
+
+        def announce(outcome: RemovalOutcome) -> None:
+            after = self.usage(max(0, store_bytes - record.bytes))
+            self._log_removed(record, reason, run_id, outcome, after)
+
+        if self.progress is not None:
+            self.progress.removing(record)
         try:
-            return self.pruner.remove(record, reason=reason, run_id=run_id)
+            if self.archiver is not None and reason != policy.ABANDONED:
+                # Before the removal starts; a version that cannot be archived stays.
+                self.archiver.write(record, run_id=run_id)
+            return self.pruner.remove(record, reason=reason, run_id=run_id, announce=announce)
+        except ArchiveError as error:
+            failed.append((record, f"archive failed: {error}"))
+            self.log.error(
+                "archive_failed",
+                run_id=run_id,
+                kind=record.kind,
+                name=record.name,
+                version=record.version,
+                error=str(error),
+            )
+            return None
         except OSError as error:
             if defer_enospc and error.errno == errno.ENOSPC:
                 failed.append((record, _DEFERRED))
@@ -412,6 +501,8 @@ class Engine:
             used_percent_before=round(before_percent, 2),
             used_percent_after=round(after.used_percent, 2),
         )
+        if self.progress is not None:
+            self.progress.removed(record)
 
     # -- explicit delete ------------------------------------------------------------
 
@@ -502,6 +593,8 @@ class Engine:
             would: list[Removal] = []
             failed: list[tuple[VersionRecord, str]] = []
             store_bytes = snapshot.store_bytes
+            if self.progress is not None and not dry_run:
+                self.progress.planned(len(removals), plan.bytes_to_free)
             for removal in removals:
                 record = removal.version
                 if dry_run:
@@ -516,13 +609,14 @@ class Engine:
                     would.append(removal)
                     current = after
                     continue
-                outcome = self._remove_one(record, policy.EXPLICIT, run_id, current, failed)
+                outcome = self._remove_one(
+                    record, policy.EXPLICIT, run_id, current, failed, store_bytes=store_bytes
+                )
                 if outcome is None:
                     continue
                 removed.append(outcome)
                 store_bytes -= record.bytes
                 current = self.usage(max(0, store_bytes))
-                self._log_removed(record, policy.EXPLICIT, run_id, outcome, current)
             return CycleResult(
                 run_id,
                 plan,

@@ -48,6 +48,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "pointer_repair_failed": frozenset({"kind", "name", "error"}),
     # recovery of interrupted work
     "trash_emptied": frozenset({"entries", "bytes"}),
+    "trash_not_emptied": frozenset({"path", "error"}),
     "removal_rolled_back": frozenset({"kind", "name", "version"}),
     "name_removed": frozenset({"kind", "name"}),
     # pins made from the command line (storewarden pin / unpin)

@@ -188,8 +188,15 @@ def _age(now: datetime, moment: datetime) -> float:
 
 
 def is_pinned(record: VersionRecord, pins: Iterable[str]) -> bool:
-    """Return whether any pin glob (``name:version``, ``name:*``) matches the version's tag."""
-    return any(fnmatch.fnmatchcase(record.tag, pin) for pin in pins)
+    """Return whether any pin glob (``name:version``, ``name:*``) matches the version's tag.
+
+    A glob may name the kind first (``bentos/svc:*``, as ``storewarden pin
+    --kind`` records it) to pin that kind only.
+    """
+    qualified = f"{record.kind}/{record.tag}"
+    return any(
+        fnmatch.fnmatchcase(record.tag, pin) or fnmatch.fnmatchcase(qualified, pin) for pin in pins
+    )
 
 
 def has_protected_label(record: VersionRecord, labels: Mapping[str, str]) -> bool:

@@ -1,0 +1,499 @@
+"""Archive before delete, and restore: versions written as archives BentoML imports.
+
+With ``archive.dir`` set, every version a prune or ``delete`` removes (except
+abandoned half-written ones, which BentoML could not import) is first written
+to ``archive.dir`` as a tar of the version directory's contents -- the format
+``bentoml models export`` writes and ``bentoml models import`` (``bentoml
+import`` for bentos) reads, chosen by the file name's extension:
+
+- ``xz``: ``<name>-<version>.bentomodel`` (``.bento``), byte for byte the
+  container BentoML's own export makes (tar, xz-compressed);
+- ``gz``: ``<name>-<version>.bentomodel.gz``, gzip-compressed;
+- ``tar``: ``<name>-<version>.bentomodel.tar``, uncompressed (the default:
+  model weights hardly compress, and it is written as fast as the disk goes).
+
+An archive is written to a hidden temporary file in ``archive.dir``, fsynced
+and renamed into place before the removal starts; if any of that fails the
+version is not removed. ``archive.max_size`` bounds the directory: the
+oldest archives (by modification time) go first to make room.
+
+:func:`restore` puts an archived version back: it extracts into
+``<state>/tmp`` (the store's filesystem), fsyncs, and renames the directory
+into ``<kind>/<name>/<version>`` in one step, then points ``latest`` at it if
+it is now the newest version of its name by ``creation_time``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import stat
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Literal
+
+import yaml
+
+from storewarden.logs import get_logger
+from storewarden.prune import Pruner
+from storewarden.store import (
+    DESCRIPTORS,
+    MAX_DESCRIPTOR_BYTES,
+    Kind,
+    VersionRecord,
+    census_version,
+    is_valid_tag_part,
+    parse_creation_time,
+)
+
+try:  # the C loader, as the census uses
+    from yaml import CSafeLoader as SafeLoader
+except ImportError:  # pragma: no cover - every wheel on PyPI ships libyaml
+    from yaml import SafeLoader  # type: ignore[assignment]
+
+Format = Literal["tar", "gz", "xz"]
+EXTENSIONS: dict[str, str] = {"models": "bentomodel", "bentos": "bento"}
+# Which archives the budget counts and may remove: only names this module writes.
+ARCHIVE_NAME = re.compile(r"^[a-z0-9][-._a-z0-9]*\.(bentomodel|bento)(\.tar|\.gz)?$")
+PARTIAL_MARK = ".partial-"
+# A temporary archive untouched this long was left by a crash, not a writer at work.
+PARTIAL_STALE_SECONDS = 3600.0
+_CHUNK = 1 << 20
+
+
+class ArchiveError(Exception):
+    """An archive could not be written or read; the version it concerns was not removed."""
+
+
+class UnsafeArchiveDirError(Exception):
+    """``archive.dir`` lies inside the store's ``models/`` or ``bentos/``."""
+
+
+class RestoreError(Exception):
+    """An archive cannot be restored (not a version archive, or the version exists)."""
+
+
+def archive_file_name(kind: str, name: str, version: str, archive_format: Format) -> str:
+    """Return the archive's file name; its extension tells ``bentoml ... import`` the format."""
+    base = f"{name}-{version}.{EXTENSIONS[kind]}"
+    return base if archive_format == "xz" else f"{base}.{archive_format}"
+
+
+def check_archive_dir(directory: Path, store: Path) -> None:
+    """Raise UnsafeArchiveDirError if ``directory`` (links resolved) is in models/ or bentos/.
+
+    BentoML rejects the whole store when ``models/`` or a name directory holds
+    anything that is not a valid tag, and the census would count archives as
+    the store's own bytes.
+    """
+    real = Path(os.path.realpath(directory))
+    root = Path(os.path.realpath(store))
+    for kind in ("models", "bentos"):
+        kind_dir = root / kind
+        if real == kind_dir or kind_dir in real.parents:
+            raise UnsafeArchiveDirError(
+                f"archive.dir {directory} is inside {kind_dir}; BentoML would break. "
+                "Put the archives outside models/ and bentos/"
+            )
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """One archive in the archive directory."""
+
+    path: Path
+    bytes: int
+    mtime: float
+
+
+class Archiver:
+    """Writes versions into one archive directory and keeps it under its size budget."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        store: Path,
+        max_size: int | None = None,
+        archive_format: Format = "tar",
+    ) -> None:
+        check_archive_dir(directory, store)
+        self.directory = directory
+        self.max_size = max_size
+        self.format: Format = archive_format
+        self.log = get_logger()
+
+    def archives(self) -> list[ArchiveEntry]:
+        """Return the archives this module wrote, oldest first (by modification time)."""
+        found = []
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if not ARCHIVE_NAME.match(entry.name):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode):
+                        found.append(ArchiveEntry(Path(entry.path), info.st_size, info.st_mtime))
+        return sorted(found, key=lambda archive: (archive.mtime, archive.path.name))
+
+    def write(self, record: VersionRecord, *, run_id: str | None = None) -> Path:
+        """Archive ``record`` atomically and return the archive's path.
+
+        Raise ArchiveError (nothing left behind but older archives trimmed
+        for room) if the directory is missing or full, a file cannot be read,
+        the version holds what an import would reject, or the archive alone
+        exceeds ``max_size``.
+        """
+        final = self.directory / archive_file_name(
+            record.kind, record.name, record.version, self.format
+        )
+        temporary = self.directory / f".{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
+        if not self.directory.is_dir():
+            raise ArchiveError(f"archive.dir {self.directory} does not exist")
+        try:
+            self._remove_stale_partials()
+            if self.max_size is not None and record.bytes <= self.max_size:
+                # Make room first: the archive directory may be as full as its budget.
+                # (A version larger than the budget may still compress into it; no
+                # older archive is given up for one that may not fit at all.)
+                self._trim(self.max_size - record.bytes, spare=final)
+            self._write_tar(record.path, temporary)
+            size = os.stat(temporary).st_size
+            if self.max_size is None or size <= self.max_size:
+                os.rename(temporary, final)
+                _fsync_directory(self.directory)
+        except OSError as error:
+            _discard(temporary)
+            raise ArchiveError(f"{error.filename or final}: {error.strerror or error}") from None
+        except BaseException:
+            _discard(temporary)
+            raise
+        if self.max_size is not None and size > self.max_size:
+            _discard(temporary)
+            raise ArchiveError(
+                f"the archive of {record.kind}/{record.tag} takes {size} bytes, more than"
+                f" archive.max_size ({self.max_size})"
+            )
+        self.log.info(
+            "archive_written",
+            kind=record.kind,
+            name=record.name,
+            version=record.version,
+            path=str(final),
+            bytes=size,
+            run_id=run_id,
+            format=self.format,
+        )
+        if self.max_size is not None:
+            try:
+                self._trim(self.max_size - size, spare=final)
+            except OSError as error:
+                raise ArchiveError(f"{error.filename}: {error.strerror or error}") from None
+        return final
+
+    def _trim(self, allowance: int, *, spare: Path) -> None:
+        """Remove the oldest archives but ``spare`` until they total at most ``allowance``."""
+        others = [archive for archive in self.archives() if archive.path != spare]
+        total = sum(archive.bytes for archive in others)
+        for archive in others:
+            if total <= allowance:
+                break
+            try:
+                os.unlink(archive.path)
+            except FileNotFoundError:  # another warden sharing the directory was first
+                total -= archive.bytes
+                continue
+            total -= archive.bytes
+            self.log.info(
+                "archive_removed", path=str(archive.path), bytes=archive.bytes, reason="max_size"
+            )
+
+    def _remove_stale_partials(self) -> None:
+        cutoff = time.time() - PARTIAL_STALE_SECONDS
+        with os.scandir(self.directory) as entries:
+            stale = [
+                entry
+                for entry in entries
+                if entry.name.startswith(".")
+                and PARTIAL_MARK in entry.name
+                and entry.is_file(follow_symlinks=False)
+                and entry.stat(follow_symlinks=False).st_mtime < cutoff
+            ]
+        for entry in stale:
+            with contextlib.suppress(FileNotFoundError):
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                self.log.info("archive_removed", path=entry.path, bytes=size, reason="partial")
+
+    def _write_tar(self, source: Path, destination: Path) -> None:
+        descriptor = os.open(
+            destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+        )
+        with os.fdopen(descriptor, "wb") as raw:
+            with _tar_writer(raw, self.format) as tar:
+                add_tree(tar, source)
+            raw.flush()
+            os.fsync(raw.fileno())
+
+
+def _tar_writer(raw: IO[bytes], archive_format: Format) -> tarfile.TarFile:
+    if archive_format == "gz":
+        return tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6)
+    if archive_format == "xz":
+        return tarfile.open(fileobj=raw, mode="w:xz", preset=6)  # as `bentoml models export`
+    return tarfile.open(fileobj=raw, mode="w")
+
+
+def add_tree(tar: tarfile.TarFile, source: Path, relative: str = "") -> None:
+    """Add the contents of ``source`` to ``tar`` with names relative to it, as BentoML imports.
+
+    Hard links become regular files and symlinks stay symlinks (BentoML's
+    import rejects hard-link members, and symlinks leaving the version).
+    Raise ArchiveError for a symlink out of the version or a special file.
+    """
+    directory = source / relative if relative else source
+    with os.scandir(directory) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        name = f"{relative}/{entry.name}" if relative else entry.name
+        info = entry.stat(follow_symlinks=False)
+        member = tarfile.TarInfo(name)
+        member.mode = stat.S_IMODE(info.st_mode)
+        member.mtime = int(info.st_mtime)
+        if stat.S_ISDIR(info.st_mode):
+            member.type = tarfile.DIRTYPE
+            tar.addfile(member)
+            add_tree(tar, source, name)
+        elif stat.S_ISREG(info.st_mode):
+            member.size = info.st_size
+            handle = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(handle, "rb") as content:
+                tar.addfile(member, content)
+        elif stat.S_ISLNK(info.st_mode):
+            target = os.readlink(entry.path)
+            if not _link_stays_inside(name, target):
+                raise ArchiveError(
+                    f"{entry.path} is a symlink to {target}, outside the version;"
+                    " BentoML's import would reject the archive"
+                )
+            member.type = tarfile.SYMTYPE
+            member.linkname = target
+            tar.addfile(member)
+        else:
+            raise ArchiveError(f"{entry.path} is not a file, directory or symlink")
+
+
+def _link_stays_inside(name: str, target: str) -> bool:
+    if not target or target.startswith("/") or "\x00" in target:
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+    return resolved != ".." and not resolved.startswith("../")
+
+
+def _member_path(name: str) -> str | None:
+    """Return a member's path relative to the version, None for the root; raise RestoreError."""
+    if "\x00" in name or name.startswith("/"):
+        raise RestoreError(f"unsafe member {name!r} (absolute path)")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise RestoreError(f"unsafe member {name!r} (leaves the version)")
+    return "/".join(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class ArchivedVersion:
+    """What an archive holds: one version of a model or bento."""
+
+    kind: Kind
+    name: str
+    version: str
+    creation_time: datetime | None
+
+
+def _open(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r:*")  # plain, gzip, xz or bzip2, told by the content
+    except (tarfile.TarError, EOFError) as error:
+        raise RestoreError(f"{path} is not a tar archive: {error}") from None
+
+
+def inspect_archive(path: Path) -> ArchivedVersion:
+    """Return the version an archive holds; raise RestoreError if it is not a version archive."""
+    with _open(path) as tar:
+        return _read_descriptor(path, tar)
+
+
+def _read_descriptor(path: Path, tar: tarfile.TarFile) -> ArchivedVersion:
+    members = {_member_path(member.name): member for member in tar.getmembers()}
+    for kind_text, file_name in DESCRIPTORS.items():
+        member = members.get(file_name)
+        if member is None or not member.isfile():
+            continue
+        if member.size > MAX_DESCRIPTOR_BYTES:
+            raise RestoreError(f"{path}: {file_name} is too large to be a descriptor")
+        content = tar.extractfile(member)
+        if content is None:  # pragma: no cover - isfile() members always have content
+            continue
+        with content:
+            raw = content.read()
+        try:
+            data = yaml.load(raw, Loader=SafeLoader)
+        except yaml.YAMLError:
+            raise RestoreError(f"{path}: {file_name} is not valid YAML") from None
+        if not isinstance(data, dict):
+            raise RestoreError(f"{path}: {file_name} is not a mapping")
+        name, version = str(data.get("name", "")), str(data.get("version", ""))
+        if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
+            raise RestoreError(f"{path}: {file_name} names no valid tag ({name}:{version})")
+        kind: Kind = "bentos" if kind_text == "bentos" else "models"
+        return ArchivedVersion(kind, name, version, parse_creation_time(data.get("creation_time")))
+    raise RestoreError(f"{path} holds neither a model.yaml nor a bento.yaml at its top")
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What :func:`restore` put back."""
+
+    version: ArchivedVersion
+    path: Path
+    bytes: int
+    pointer_old: str | None
+    pointer_new: str | None
+
+
+def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
+    """Put the version ``archive`` holds back into the store and return what was done.
+
+    The caller holds the store lock (recovery empties ``<state>/tmp``).
+    Extraction goes to ``<state>/tmp``; one rename then makes the version
+    appear whole. ``latest`` moves to it when it is the newest complete
+    version of its name. Raise RestoreError if the archive is not a version
+    archive, its kind is not managed, or the version is already in the store.
+    """
+    log = get_logger()
+    with _open(archive) as tar:
+        held = _read_descriptor(archive, tar)
+        if held.kind not in kinds:
+            raise RestoreError(f"{archive} holds {held.kind}, which this store does not manage")
+        destination = pruner.root / held.kind / held.name / held.version
+        _refuse_existing(destination)
+        staging = pruner.temporary / f"restore-{uuid.uuid4().hex}"
+        os.mkdir(staging, 0o700)
+        try:
+            _extract(tar, staging)
+            name_dir = destination.parent
+            if not name_dir.is_dir():
+                name_dir.mkdir(mode=0o755, parents=True)
+                _fsync_directory(name_dir.parent)
+            _refuse_existing(destination)
+            os.rename(staging, destination)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                pruner.operations.remove_tree(staging)
+            raise
+    _fsync_directory(destination.parent)
+    form, current = pruner.read_pointer(held.kind, held.name)
+    newest = pruner.newest_complete(held.kind, held.name, excluding=None)
+    pointer_new = None
+    if newest == held.version and current != held.version:
+        pruner.write_pointer(held.kind, held.name, held.version, form)
+        pointer_new = held.version
+        log.info(
+            "latest_changed",
+            kind=held.kind,
+            name=held.name,
+            old=current,
+            new=held.version,
+            reason="restored",
+        )
+    record = census_version(held.kind, held.name, destination, pruner.filesystem)
+    size = record.bytes if record is not None else 0
+    log.info(
+        "version_restored",
+        kind=held.kind,
+        name=held.name,
+        version=held.version,
+        path=str(destination),
+        bytes=size,
+        archive=str(archive),
+        creation_time=held.creation_time.isoformat() if held.creation_time else None,
+    )
+    return Restored(held, destination, size, current if pointer_new else None, pointer_new)
+
+
+def _refuse_existing(destination: Path) -> None:
+    if os.path.lexists(destination):
+        tag = f"{destination.parent.name}:{destination.name}"
+        raise RestoreError(f"{tag} is already in the store ({destination}); nothing restored")
+
+
+def _extract(tar: tarfile.TarFile, staging: Path) -> None:
+    """Extract every member under ``staging``, each file and directory fsynced."""
+    directories: list[tuple[Path, tarfile.TarInfo]] = []
+    for member in tar.getmembers():
+        relative = _member_path(member.name)
+        if relative is None:
+            continue
+        target = staging / relative
+        if target.parent != staging and not target.parent.is_dir():
+            target.parent.mkdir(mode=0o700, parents=True)
+        if member.isdir():
+            target.mkdir(mode=0o700, exist_ok=True)
+            directories.append((target, member))
+        elif member.isfile():
+            content = tar.extractfile(member)
+            if content is None:  # pragma: no cover - isfile() members always have content
+                raise RestoreError(f"cannot read member {member.name!r}")
+            with content:
+                _write_file(target, content, member)
+        elif member.issym():
+            if not _link_stays_inside(relative, member.linkname):
+                raise RestoreError(f"unsafe member {member.name!r} (symlink leaves the version)")
+            os.symlink(member.linkname, target)
+        else:
+            raise RestoreError(f"unsupported member {member.name!r} (hard link or special file)")
+    for directory, member in reversed(directories):  # deepest first: children are done
+        os.chmod(directory, stat.S_IMODE(member.mode) or 0o700)
+        os.utime(directory, (member.mtime, member.mtime))
+        _fsync_directory(directory)
+    _fsync_directory(staging)
+
+
+def _write_file(target: Path, content: IO[bytes], member: tarfile.TarInfo) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(target, flags, 0o600)
+    try:
+        for chunk in _chunks(content):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        os.fchmod(descriptor, stat.S_IMODE(member.mode))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.utime(target, (member.mtime, member.mtime))
+
+
+def _chunks(content: IO[bytes]) -> Iterator[bytes]:
+    while chunk := content.read(_CHUNK):
+        yield chunk
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

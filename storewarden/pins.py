@@ -1,0 +1,273 @@
+"""Pins made from the command line: ``storewarden pin``, ``unpin``, ``pins``.
+
+They live in one small JSON file in the warden's state directory
+(``<state>/pins.json``, never under ``models/`` or ``bentos/``). Every change
+re-reads the file and replaces it atomically (a temporary file in the same
+directory, fsync, rename, fsync of the directory) under an ``flock`` on
+``<state>/pins.lock``, so two pin commands at once never lose each other's
+pin. Readers (a prune, the daemon's next check) take no lock: a rename is
+seen whole or not at all.
+
+A file that cannot be read or parsed raises :class:`PinsError`. The pin
+commands report it and exit 1; a prune must not go on without knowing its
+pins, so :func:`pin_reader` fails safe and reports every version pinned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from storewarden.logs import get_logger
+from storewarden.store import Kind
+
+PINS_FILE = "pins.json"
+LOCK_FILE = "pins.lock"
+FORMAT_VERSION = 1
+# Pins are a handful of lines; a file far larger is not one the warden wrote.
+MAX_PINS_BYTES = 4 * 1024 * 1024
+# Every version matches this glob: what a prune assumes while the pins are unknown.
+EVERYTHING = "*:*"
+# A tag part as BentoML spells it, plus the glob characters * ? [ ] !.
+_TAG_PART = re.compile(r"^[a-z0-9._*?\[\]!-]{1,63}$")
+
+
+class PinsError(Exception):
+    """The pins file cannot be read or is not one the warden wrote."""
+
+
+class InvalidPinError(Exception):
+    """One entry of the pins file is not a valid pin."""
+
+
+def check_tag(tag: str) -> str:
+    """Return ``tag`` if it is a pin glob (``name:version``, ``name:*``); raise ValueError."""
+    name, colon, version = tag.partition(":")
+    if not colon or not _TAG_PART.match(name) or not _TAG_PART.match(version):
+        raise ValueError(
+            f"pin {tag!r} must look like 'name:version' or 'name:*' "
+            "(lower case letters, digits, . _ - and the globs * ? [ ])"
+        )
+    return tag
+
+
+def current_user() -> str:
+    """Return who runs this command: the login name, and the sudo caller when there is one."""
+    try:
+        user = getpass.getuser()
+    except OSError:  # no USER/LOGNAME and no passwd entry (a container's arbitrary uid)
+        user = str(os.getuid())
+    caller = os.environ.get("SUDO_USER")
+    return f"{caller} (sudo as {user})" if caller and caller != user else user
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One pin: a tag glob, optionally of one kind, who made it when, until when, and why."""
+
+    tag: str
+    kind: Kind | None
+    who: str
+    when: datetime
+    until: datetime | None = None
+    reason: str = ""
+
+    def expired(self, now: datetime) -> bool:
+        """Return whether the pin has stopped protecting at ``now``."""
+        return self.until is not None and now >= self.until
+
+    def glob(self) -> str:
+        """Return the glob the planner matches: ``name:version``, or ``kind/name:version``."""
+        return f"{self.kind}/{self.tag}" if self.kind else self.tag
+
+    def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
+        """Return the pin as plain data; with ``now``, also whether it has expired."""
+        data: dict[str, Any] = {
+            "tag": self.tag,
+            "kind": self.kind,
+            "who": self.who,
+            "when": self.when.isoformat(),
+            "until": self.until.isoformat() if self.until else None,
+            "reason": self.reason,
+        }
+        if now is not None:
+            data["expired"] = self.expired(now)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> Pin:
+        """Return the pin ``data`` describes; raise InvalidPinError if it is not a valid one."""
+        if not isinstance(data, dict):
+            raise InvalidPinError(f"a pin must be an object, got {type(data).__name__}")
+        tag, kind, who = data.get("tag"), data.get("kind"), data.get("who")
+        reason = data.get("reason", "")
+        if not isinstance(tag, str):
+            raise InvalidPinError("a pin lacks its tag")
+        try:
+            check_tag(tag)
+        except ValueError as error:
+            raise InvalidPinError(str(error)) from None
+        if kind not in (None, "models", "bentos"):
+            raise InvalidPinError(f"pin {tag}: kind must be models, bentos or null, got {kind!r}")
+        if not isinstance(who, str) or not isinstance(reason, str):
+            raise InvalidPinError(f"pin {tag}: who and reason must be text")
+        return cls(
+            tag=tag,
+            kind="models" if kind == "models" else "bentos" if kind == "bentos" else None,
+            who=who,
+            when=_moment(data.get("when"), tag, "when"),
+            until=None if data.get("until") is None else _moment(data["until"], tag, "until"),
+            reason=reason,
+        )
+
+
+def _moment(value: object, tag: str, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidPinError(f"pin {tag}: {field} must be an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidPinError(f"pin {tag}: {field} is not an ISO 8601 time: {value!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidPinError(f"pin {tag}: {field} has no time zone: {value!r}")
+    return moment.astimezone(UTC)
+
+
+class PinBoard:
+    """The pins file of one state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / PINS_FILE
+        self.lock_path = state_dir / LOCK_FILE
+
+    def load(self) -> tuple[Pin, ...]:
+        """Return every pin, expired ones included; none when there is no file.
+
+        Raise PinsError if the file cannot be read or is not a pins file.
+        """
+        try:
+            with self.path.open("rb") as handle:
+                raw = handle.read(MAX_PINS_BYTES + 1)
+        except FileNotFoundError:
+            return ()
+        except OSError as error:
+            raise PinsError(f"cannot read {self.path}: {error.strerror or error}") from None
+        if len(raw) > MAX_PINS_BYTES:
+            raise PinsError(f"{self.path} is larger than {MAX_PINS_BYTES} bytes")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise PinsError(f"{self.path} is corrupt: not JSON ({error})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("pins"), list):
+            raise PinsError(f"{self.path} is corrupt: expected an object with a 'pins' list")
+        if data.get("version") != FORMAT_VERSION:
+            raise PinsError(
+                f"{self.path} has format version {data.get('version')!r}; "
+                f"this storewarden reads version {FORMAT_VERSION}"
+            )
+        try:
+            return tuple(Pin.from_dict(item) for item in data["pins"])
+        except InvalidPinError as error:
+            raise PinsError(f"{self.path} is corrupt: {error}") from None
+
+    def globs(self, now: datetime) -> tuple[str, ...]:
+        """Return the globs of the pins still in force at ``now``; raise PinsError."""
+        return tuple(pin.glob() for pin in self.load() if not pin.expired(now))
+
+    def add(self, pin: Pin) -> Pin | None:
+        """Add ``pin``, replacing one of the same tag and kind; return the one replaced."""
+        with self._locked():
+            pins = list(self.load())
+            replaced = next(
+                (old for old in pins if (old.tag, old.kind) == (pin.tag, pin.kind)), None
+            )
+            pins = [old for old in pins if old is not replaced]
+            pins.append(pin)
+            self._write(pins)
+        return replaced
+
+    def remove(
+        self, tag: str | None, kind: Kind | None = None, *, expired_at: datetime | None = None
+    ) -> list[Pin]:
+        """Remove the pins of ``tag`` (of ``kind`` only, if given) and return them.
+
+        With ``expired_at`` (and no tag), remove every pin expired at that time.
+        """
+        with self._locked():
+            pins = list(self.load())
+            gone = [
+                pin
+                for pin in pins
+                if (tag is not None and pin.tag == tag and kind in (None, pin.kind))
+                or (tag is None and expired_at is not None and pin.expired(expired_at))
+            ]
+            if gone:
+                self._write([pin for pin in pins if pin not in gone])
+        return gone
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the lock
+
+    def _write(self, pins: Sequence[Pin]) -> None:
+        """Replace the file atomically: a crash leaves the old file or the new, never half."""
+        document = {"version": FORMAT_VERSION, "pins": [pin.as_dict() for pin in pins]}
+        data = (json.dumps(document, indent=2) + "\n").encode()
+        temporary = self.state_dir / f".{PINS_FILE}.{uuid.uuid4().hex}"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptor, view) :]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.rename(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        directory = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def pin_reader(state_dir: Path, clock: Callable[[], datetime]) -> Callable[[], tuple[str, ...]]:
+    """Return a callable giving the pin globs in force, read afresh on every call.
+
+    The engine asks it once per plan and before each removal, so a pin made
+    while the daemon runs holds from its next check. A pins file that cannot
+    be read logs ``pins_unreadable`` and pins everything: never prune while
+    the pins are unknown.
+    """
+    board = PinBoard(state_dir)
+
+    def read() -> tuple[str, ...]:
+        try:
+            return board.globs(clock())
+        except PinsError as error:
+            get_logger().error(
+                "pins_unreadable", path=str(board.path), error=str(error), assumed=EVERYTHING
+            )
+            return (EVERYTHING,)
+
+    return read

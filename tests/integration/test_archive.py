@@ -1,0 +1,495 @@
+"""Archive before delete and restore, on real directories (and a real full tmpfs).
+
+Every archive is opened here with :mod:`tarfile` exactly as BentoML's import
+reads it: the extension picks the compression, members are the version's
+files relative to it, with no hard links. The compatibility test with the
+real package is tests/integration/test_archive_bentoml.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storewarden import archive
+from storewarden.archive import Archiver, RestoreError, UnsafeArchiveDirError, restore
+from storewarden.config import ConfigError, build_config
+from storewarden.engine import Engine
+from storewarden.store import census_version
+from tests.conftest import Audit
+from tests.storebuilder import make_version, point_latest, read_latest
+
+MIB = 1024 * 1024
+
+
+def engine_for(
+    store: Path,
+    archive_dir: Path | None,
+    clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
+    **archive_options: Any,
+) -> Engine:
+    """Return an engine whose retention keeps one version per name, archiving to ``archive_dir``."""
+    data: dict[str, Any] = {
+        "store": str(store),
+        "trigger": {"high_percent": 99.9, "low_percent": 99.0},
+        # in_use off: another test run on the machine may name the same tags.
+        "protect": {"settle": 0, "min_age": 0, "abandoned_after": "1h", "in_use": False},
+        "retention": {"max_versions": 1},
+    }
+    if archive_dir is not None:
+        data["archive"] = {"dir": str(archive_dir), **archive_options}
+    return Engine(build_config(data), clock=clock)
+
+
+def three_versions(store: Path, size: int = 4096, name: str = "iris") -> list[Path]:
+    """Create v0, v1, v2 of a name (v2 newest and latest), each with a nested file."""
+    now = datetime.now(tz=UTC)
+    paths = []
+    for index in range(3):
+        path = make_version(
+            store,
+            name,
+            f"v{index}",
+            created=now - timedelta(days=10 - index),
+            size=size,
+            labels={"stage": "dev"},
+        )
+        (path / "sub").mkdir()
+        (path / "sub" / "vocab.txt").write_text(f"vocabulary {index}\n")
+        paths.append(path)
+    point_latest(store, name, "v2")
+    return paths
+
+
+def digest_tree(root: Path) -> dict[str, str]:
+    """Return relative path -> sha256 (or 'dir') of everything under ``root``."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        found[relative] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def digest_archive(path: Path) -> dict[str, str]:
+    """Return member path -> sha256 (or 'dir') of an archive (any compression)."""
+    found = {}
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar.getmembers():
+            assert not member.islnk(), "BentoML's import rejects hard links"
+            name = member.name.removeprefix("./")
+            if member.isdir():
+                found[name] = "dir"
+            else:
+                content = tar.extractfile(member)
+                assert content is not None
+                found[name] = hashlib.sha256(content.read()).hexdigest()
+    return found
+
+
+@pytest.mark.parametrize(
+    ("archive_format", "suffix", "magic"),
+    [
+        ("tar", ".bentomodel.tar", b""),  # a plain tar starts with its first member's name
+        ("gz", ".bentomodel.gz", b"\x1f\x8b"),
+        ("xz", ".bentomodel", b"\xfd7zXZ\x00"),  # what `bentoml models export` writes
+    ],
+)
+def test_a_removed_version_is_archived_first_in_the_format_its_extension_names(
+    store: Path, tmp_path: Path, audit: Audit, archive_format: str, suffix: str, magic: bytes
+) -> None:
+    paths = three_versions(store)
+    before = {path.name: digest_tree(path) for path in paths}
+    archives = tmp_path / "archive"
+    archives.mkdir()
+
+    result = engine_for(store, archives, format=archive_format).cycle()
+
+    assert [outcome.record.version for outcome in result.removed] == ["v0", "v1"]
+    written = audit.named("archive_written")
+    assert [(event["version"], event["kind"]) for event in written] == [
+        ("v0", "models"),
+        ("v1", "models"),
+    ]
+    for event in written:
+        path = Path(event["path"])
+        assert path.name == f"iris-{event['version']}{suffix}"
+        assert event["bytes"] == path.stat().st_size
+        assert digest_archive(path) == before[event["version"]]
+        head = path.read_bytes()[:512]
+        assert head.startswith(magic) if magic else head[257:262] == b"ustar"
+    # Each archive is on disk before its version starts to leave the store.
+    names = [(event["event"], event.get("version")) for event in audit.events]
+    for version in ("v0", "v1"):
+        written_at = names.index(("archive_written", version))
+        assert written_at < names.index(("version_removed", version))
+    assert sorted(path.name for path in archives.iterdir()) == [
+        f"iris-v0{suffix}",
+        f"iris-v1{suffix}",
+    ]
+
+
+def test_an_explicit_delete_archives_too(store: Path, tmp_path: Path, audit: Audit) -> None:
+    three_versions(store)
+    (tmp_path / "archive").mkdir()
+    engine = engine_for(store, tmp_path / "archive")
+
+    engine.delete(["iris:v2"])
+
+    (written,) = audit.named("archive_written")
+    assert written["version"] == "v2"
+    assert read_latest(store, "iris") == "v1"
+
+
+def test_an_abandoned_half_written_version_is_removed_without_an_archive(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    make_version(store, "iris", "v1", set_latest=True)
+    make_version(store, "iris", "half", descriptor=False)
+    (tmp_path / "archive").mkdir()
+    later = datetime.now(tz=UTC) + timedelta(days=2)  # ctime cannot be set back: move the clock
+
+    result = engine_for(store, tmp_path / "archive", clock=lambda: later).cycle()
+
+    assert [(outcome.record.version) for outcome in result.removed] == ["half"]
+    assert not audit.named("archive_written")
+    assert list((tmp_path / "archive").iterdir()) == []
+
+
+def test_without_archive_dir_nothing_is_archived(store: Path, audit: Audit) -> None:
+    three_versions(store)
+
+    result = engine_for(store, None).cycle()
+
+    assert len(result.removed) == 2
+    assert not audit.named("archive_written")
+
+
+@pytest.mark.tmpfs
+def test_a_version_that_cannot_be_archived_is_not_removed(
+    store: Path, tmpfs: Callable[[str], Path], audit: Audit
+) -> None:
+    paths = three_versions(store, size=2 * MIB)
+    full = tmpfs("1m")  # too small for one 2 MiB archive: ENOSPC half-way through
+
+    result = engine_for(store, full).cycle()
+
+    assert result.removed == ()
+    assert all(path.is_dir() for path in paths)
+    failures = audit.named("archive_failed")
+    assert [event["version"] for event in failures] == ["v0", "v1"]
+    assert "No space left on device" in failures[0]["error"]
+    assert not audit.named("version_removed")
+    assert list(full.iterdir()) == [], "a failed archive leaves no partial file"
+    assert all(reason.startswith("archive failed") for _record, reason in result.failed)
+
+
+def test_a_missing_archive_dir_keeps_every_version(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    paths = three_versions(store)
+
+    result = engine_for(store, tmp_path / "not-mounted").cycle()
+
+    assert result.removed == ()
+    assert all(path.is_dir() for path in paths)
+    assert "does not exist" in audit.named("archive_failed")[0]["error"]
+    assert not (tmp_path / "not-mounted").exists(), "never created: it may be a mount point"
+
+
+def test_the_archive_dir_is_kept_under_max_size_oldest_first(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    for name in ("alpha", "beta", "gamma"):
+        three_versions(store, size=100_000, name=name)
+    # room for three archives of ~100 kB: the fourth and later push the oldest out
+    result = engine_for(store, archives, max_size="350kB").cycle()
+
+    assert len(result.removed) == 6
+    written = [event["path"] for event in audit.named("archive_written")]
+    removed = audit.named("archive_removed")
+    assert [event["path"] for event in removed] == written[:3]
+    assert all(event["reason"] == "max_size" for event in removed)
+    remaining = sorted(str(path) for path in archives.iterdir())
+    assert remaining == sorted(written[3:])
+    assert sum(path.stat().st_size for path in archives.iterdir()) <= 350_000
+
+
+def test_an_archive_larger_than_max_size_fails_without_giving_up_older_ones(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    older = archives / "old-v1.bentomodel.tar"
+    older.write_bytes(b"x" * 10_000)
+
+    three_versions(store, size=100_000)
+
+    result = engine_for(store, archives, max_size="50kB").cycle()
+
+    assert result.removed == ()
+    assert "more than archive.max_size" in audit.named("archive_failed")[0]["error"]
+    assert sorted(path.name for path in archives.iterdir()) == ["old-v1.bentomodel.tar"]
+    assert not audit.named("archive_removed")
+
+
+def test_only_archives_count_against_the_budget_and_stale_partials_are_cleared(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    (archives / "README").write_bytes(b"r" * 500_000)  # not an archive: never counted or removed
+    stale = archives / f".iris-v0.bentomodel.tar{archive.PARTIAL_MARK}dead"
+    stale.write_bytes(b"p" * 1000)
+    old = time.time() - 2 * archive.PARTIAL_STALE_SECONDS
+    os.utime(stale, (old, old))
+    fresh = archives / f".other.bentomodel.tar{archive.PARTIAL_MARK}busy"
+    fresh.write_bytes(b"p")  # another warden's archive in progress
+    three_versions(store)
+
+    result = engine_for(store, archives, max_size="1MB").cycle()
+
+    assert len(result.removed) == 2
+    assert (archives / "README").exists()
+    assert fresh.exists()
+    assert not stale.exists()
+    (cleared,) = audit.named("archive_removed")
+    assert (cleared["path"], cleared["reason"]) == (str(stale), "partial")
+
+
+def test_a_symlink_leaving_the_version_makes_it_unarchivable(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    paths = three_versions(store)
+    os.symlink("/etc/hostname", paths[0] / "escape")
+    os.symlink("sub/vocab.txt", paths[1] / "inside")
+    (tmp_path / "archive").mkdir()
+
+    result = engine_for(store, tmp_path / "archive").cycle()
+
+    assert [outcome.record.version for outcome in result.removed] == ["v1"]
+    assert paths[0].is_dir()
+    assert "outside the version" in audit.named("archive_failed")[0]["error"]
+    with tarfile.open(tmp_path / "archive" / "iris-v1.bentomodel.tar") as tar:
+        link = tar.getmember("inside")
+    assert link.issym()
+    assert link.linkname == "sub/vocab.txt"
+
+
+def test_hard_links_are_archived_as_plain_files(store: Path, tmp_path: Path) -> None:
+    paths = three_versions(store)
+    os.link(paths[0] / "weights.bin", paths[0] / "weights-copy.bin")
+    (tmp_path / "archive").mkdir()
+
+    engine_for(store, tmp_path / "archive").cycle()
+
+    with tarfile.open(tmp_path / "archive" / "iris-v0.bentomodel.tar") as tar:
+        members = {member.name: member for member in tar.getmembers()}
+    assert members["weights-copy.bin"].isfile()
+    assert members["weights-copy.bin"].size == members["weights.bin"].size
+
+
+# -- where the archives may live -------------------------------------------------------
+
+
+@pytest.mark.parametrize("inside", ["models", "models/iris", "bentos/archive"])
+def test_an_archive_dir_inside_models_or_bentos_is_a_config_error(
+    tmp_path: Path, inside: str
+) -> None:
+    store = tmp_path / "bentoml"
+    with pytest.raises(ConfigError, match=r"at 'archive\.dir'.*BentoML would break"):
+        build_config({"store": str(store), "archive": {"dir": str(store / inside)}})
+
+
+def test_a_relative_archive_dir_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"at 'archive\.dir': must be an absolute"):
+        build_config({"store": str(tmp_path), "archive": {"dir": "archive"}})
+
+
+def test_an_archive_dir_reaching_into_models_through_a_symlink_is_refused_at_start(
+    store: Path, tmp_path: Path
+) -> None:
+    link = tmp_path / "archive-link"
+    link.symlink_to(store / "models")
+    config = build_config({"store": str(store), "archive": {"dir": str(link)}})
+
+    with pytest.raises(UnsafeArchiveDirError, match="inside"):
+        Engine(config)
+
+
+# -- restore ------------------------------------------------------------------------
+
+
+def archived(store: Path, tmp_path: Path, *, versions: tuple[str, ...]) -> dict[str, Path]:
+    """Archive and delete ``versions`` of iris (v0..v2, v2 latest); return version -> archive."""
+    three_versions(store)
+    archives = tmp_path / "archive"
+    archives.mkdir(exist_ok=True)
+    engine_for(store, archives).delete([f"iris:{version}" for version in versions])
+    return {version: archives / f"iris-{version}.bentomodel.tar" for version in versions}
+
+
+def restore_into(store: Path, archive_path: Path) -> archive.Restored:
+    """Restore as the CLI does: prepare, lock, recover, restore."""
+    engine = Engine(build_config({"store": str(store)}))
+    engine.pruner.prepare()
+    with engine.lock.held():
+        engine.recover()
+        return restore(archive_path, engine.pruner, engine.config.kinds)
+
+
+def test_restoring_the_newest_version_brings_it_back_and_points_latest_at_it(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    archives = archived(store, tmp_path, versions=("v2",))
+    assert read_latest(store, "iris") == "v1"
+    expected = digest_archive(archives["v2"])
+
+    restored = restore_into(store, archives["v2"])
+
+    path = store / "models" / "iris" / "v2"
+    assert restored.path == path
+    assert digest_tree(path) == expected
+    assert read_latest(store, "iris") == "v2"
+    assert (path.stat().st_mode & 0o777) == 0o700
+    record = census_version("models", "iris", path)
+    assert record is not None
+    assert record.complete
+    assert record.labels == {"stage": "dev"}
+    (event,) = audit.named("version_restored")
+    assert (event["version"], event["archive"]) == ("v2", str(archives["v2"]))
+    (change,) = [e for e in audit.named("latest_changed") if e["reason"] == "restored"]
+    assert (change["old"], change["new"]) == ("v1", "v2")
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+
+
+def test_restoring_an_older_version_leaves_latest_alone(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    archives = archived(store, tmp_path, versions=("v0",))
+
+    restored = restore_into(store, archives["v0"])
+
+    assert restored.pointer_new is None
+    assert (store / "models" / "iris" / "v0" / "model.yaml").is_file()
+    assert read_latest(store, "iris") == "v2"
+    assert not [e for e in audit.named("latest_changed") if e["reason"] == "restored"]
+
+
+def test_restoring_a_name_that_was_gone_recreates_its_directory_and_pointer(
+    store: Path, tmp_path: Path
+) -> None:
+    archives = archived(store, tmp_path, versions=("v0", "v1", "v2"))
+    assert not (store / "models" / "iris").exists()
+
+    restore_into(store, archives["v1"])
+
+    assert read_latest(store, "iris") == "v1"
+
+
+def test_a_version_already_in_the_store_is_not_restored(store: Path, tmp_path: Path) -> None:
+    archives = archived(store, tmp_path, versions=("v0",))
+    restore_into(store, archives["v0"])
+    before = digest_tree(store / "models")
+
+    with pytest.raises(RestoreError, match="already in the store"):
+        restore_into(store, archives["v0"])
+    assert digest_tree(store / "models") == before
+
+
+def hostile_archive(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    """Write a tar holding a valid model.yaml and one more ``member``."""
+    descriptor = b"name: iris\nversion: evil1\ncreation_time: '2026-11-26T12:00:00+00:00'\n"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("model.yaml")
+        info.size = len(descriptor)
+        tar.addfile(info, io.BytesIO(descriptor))
+        member.size = len(data) if member.isfile() else 0
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return path
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    """Return a tar member of the given type."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info
+
+
+@pytest.mark.parametrize(
+    ("hostile", "message"),
+    [
+        (member("../escape.txt"), "leaves the version"),
+        (member("/etc/evil"), "absolute"),
+        (member("link", tarfile.SYMTYPE, "../../outside"), "symlink leaves"),
+        (member("hard", tarfile.LNKTYPE, "model.yaml"), "hard link"),
+        (member("fifo", tarfile.FIFOTYPE), "special file"),
+    ],
+)
+def test_an_archive_with_an_unsafe_member_restores_nothing(
+    store: Path, tmp_path: Path, hostile: tarfile.TarInfo, message: str
+) -> None:
+    path = hostile_archive(tmp_path / "evil.bentomodel.tar", hostile, b"data")
+
+    with pytest.raises(RestoreError, match=message):
+        restore_into(store, path)
+    assert not (store / "models" / "iris").exists()
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+    assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a tar at all", "not a tar archive"),
+        (None, "neither a model.yaml nor a bento.yaml"),
+    ],
+)
+def test_what_is_not_a_version_archive_is_refused(
+    store: Path, tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "thing.tar"
+    if content is None:
+        with tarfile.open(path, "w") as tar:
+            tar.addfile(tarfile.TarInfo("empty.txt"), io.BytesIO(b""))
+    else:
+        path.write_bytes(content)
+
+    with pytest.raises(RestoreError, match=message):
+        restore_into(store, path)
+
+
+def test_a_truncated_archive_leaves_neither_the_version_nor_its_staging(
+    store: Path, tmp_path: Path
+) -> None:
+    archives = archived(store, tmp_path, versions=("v0",))
+    data = archives["v0"].read_bytes()
+    archives["v0"].write_bytes(data[: len(data) // 2])
+
+    with pytest.raises((RestoreError, tarfile.TarError, OSError)):
+        restore_into(store, archives["v0"])
+    assert not (store / "models" / "iris" / "v0").exists()
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+
+
+def test_an_archiver_lists_only_its_own_archives_oldest_first(tmp_path: Path) -> None:
+    for index, name in enumerate(["b-v1.bento", "a-v1.bentomodel.tar", "notes.txt", "c.tar"]):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (1000 + index, 1000 + index))
+    archiver = Archiver(tmp_path, store=tmp_path / "store")
+
+    assert [entry.path.name for entry in archiver.archives()] == [
+        "b-v1.bento",
+        "a-v1.bentomodel.tar",
+    ]
