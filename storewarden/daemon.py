@@ -202,20 +202,46 @@ class Daemon:
         recorder = self._recorder
         if recorder is None:
             raise RuntimeError("the change recorder must exist before the observer")
+        # The configured observer; polling if the inotify watch (or instance) limit
+        # is reached; none at all (checks on schedule, the reconcile job) if even
+        # polling cannot walk the store: watchdog walks it recursively, and a hostile
+        # version nested a thousand directories deep raises RecursionError. The
+        # reconcile job corrects whatever a switch missed.
+        polling = max(5.0, self.config.schedule.check_interval / 4)
         observer = make_observer(self.config.schedule.observer)
+        try:
+            self._watch_and_start(observer, recorder, root)
+        except (OSError, RecursionError) as error:
+            self._degraded("polling", error)
+            observer = PollingObserver(timeout=polling)
+            try:
+                self._watch_and_start(observer, recorder, root)
+            except (OSError, RecursionError) as second:
+                self._degraded("reconcile only", second)
+                observer = PollingObserver(timeout=polling)
+                observer.start()  # watches nothing; stops with the daemon
+        self._watched_kinds = {kind for kind in self.config.kinds if (root / kind).is_dir()}
+        return observer
+
+    def _watch_and_start(
+        self, observer: BaseObserver, recorder: ChangeRecorder, root: Path
+    ) -> None:
+        """Schedule the watches and start ``observer``; on failure stop what it started.
+
+        Stopping also closes an inotify observer's descriptor and its reader
+        thread, which it starts as soon as it is made.
+        """
         try:
             watch(observer, recorder, root, self.config.kinds)
             observer.start()
-        except OSError as error:
-            # The inotify watch (or instance) limit: fall back to polling, the
-            # reconcile job corrects whatever the switch missed.
-            self.log.warning("observer_degraded", observer="polling", error=str(error))
-            observer.unschedule_all()
-            observer = PollingObserver(timeout=max(5.0, self.config.schedule.check_interval / 4))
-            watch(observer, recorder, root, self.config.kinds)
-            observer.start()
-        self._watched_kinds = {kind for kind in self.config.kinds if (root / kind).is_dir()}
-        return observer
+        except BaseException:
+            observer.stop()
+            raise
+
+    def _degraded(self, observer: str, error: BaseException) -> None:
+        self.log.warning(
+            "observer_degraded", observer=observer, error=f"{type(error).__name__}: {error}"
+        )
 
     def _start_scheduler(self) -> BackgroundScheduler:
         schedule = self.config.schedule

@@ -115,6 +115,20 @@ def _relative_version(path: str, root: str) -> str | None:
     return "/".join(parts[:3])
 
 
+def _resolve(token: str, cwd: str | None, cache: dict[str, str]) -> str:
+    """Return a path argument with its symlinks resolved, a relative one against ``cwd``."""
+    if not token.startswith("/"):
+        if cwd is None:
+            return token
+        token = os.path.join(cwd, token)
+    if token not in cache:
+        try:
+            cache[token] = os.path.realpath(token)
+        except (OSError, ValueError):
+            cache[token] = token
+    return cache[token]
+
+
 @dataclass(frozen=True)
 class ProcessTable:
     """A process table indexed once for a store: what each version key or tag is held by.
@@ -134,6 +148,7 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
     root_text = str(root).rstrip("/") + "/"
     by_version: dict[str, str] = {}
     by_token: dict[str, str] = {}
+    resolved: dict[str, str] = {}
     seen = uninspectable = 0
     for view in views:
         seen += 1
@@ -154,6 +169,10 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
                     continue
                 why = f"{who} names {token} on its command line"
                 key = _relative_version(token + "/", root_text)
+                if key is None and "/" in token:
+                    # Through a symlink (~/bentoml -> /data/bentoml, /srv/current -> a
+                    # version): /proc shows open files and cwd resolved, arguments not.
+                    key = _relative_version(_resolve(token, view.cwd, resolved) + "/", root_text)
                 if key is not None:
                     by_version.setdefault(key, why)
                 by_token.setdefault(token, why)

@@ -116,36 +116,108 @@ class Operations:
         self.step("rmdir", path)
         os.rmdir(path)
 
+    def chmod(self, path: Path, mode: int) -> None:
+        """Change a directory's mode (never following a symlink)."""
+        self.step("chmod", path)
+        os.chmod(path, mode, follow_symlinks=False)
+
     def remove_tree(self, path: Path) -> int:
-        """Remove a directory tree bottom-up, never following symlinks; return bytes freed."""
-        freed = 0
+        """Remove a directory tree bottom-up, never following symlinks; return bytes freed.
+
+        A directory inside that its owner may not write or search (a copied
+        read-only package, a 0500 assets directory) would stop the removal
+        half-way as any user but root: such directories owned by this user get
+        ``u+rwx`` and the removal goes on. Raise OSError if the tree still
+        cannot be removed (another user's read-only directory).
+        """
+        freed = [0]
+        try:
+            return self._remove_tree(path, freed)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EPERM, errno.ENOTEMPTY):
+                raise
+            if not self._open_up(path):
+                raise
+            return self._remove_tree(path, freed)
+
+    def _open_up(self, path: Path) -> bool:
+        """Give this user rwx on each of its directories below ``path``; return if any changed."""
+        changed = False
+        pending = [path]
+        while pending:
+            directory = pending.pop()
+            try:
+                info = os.lstat(directory)
+            except FileNotFoundError:
+                continue
+            mode = stat.S_IMODE(info.st_mode)
+            if not stat.S_ISDIR(info.st_mode):
+                continue
+            if mode & 0o700 != 0o700 and info.st_uid == os.geteuid():
+                self.chmod(directory, mode | 0o700)
+                changed = True
+            with contextlib.suppress(OSError), os.scandir(directory) as entries:
+                pending.extend(
+                    Path(entry.path) for entry in entries if entry.is_dir(follow_symlinks=False)
+                )
+        return changed
+
+    def _remove_tree(self, path: Path, freed: list[int]) -> int:
+        """Remove ``path`` bottom-up, adding each step's bytes to ``freed[0]``; return the sum."""
         try:
             top = os.lstat(path)
         except FileNotFoundError:
-            return 0
+            return freed[0]
         if not stat.S_ISDIR(top.st_mode):
-            freed += top.st_blocks * 512 if top.st_nlink == 1 else 0
+            freed[0] += top.st_blocks * 512 if top.st_nlink == 1 else 0
             self.unlink(path)
-            return freed
-        for directory, subdirectories, files in os.walk(path, topdown=False):
-            base = Path(directory)
+            return freed[0]
+
+        for base, subdirectories, files in _walk_bottom_up(path):
             for file_name in files:
                 target = base / file_name
                 with contextlib.suppress(FileNotFoundError):
                     info = os.lstat(target)
-                    freed += info.st_blocks * 512 if info.st_nlink == 1 else 0
                     self.unlink(target)
+                    freed[0] += info.st_blocks * 512 if info.st_nlink == 1 else 0
             for subdirectory in subdirectories:
                 target = base / subdirectory
                 with contextlib.suppress(FileNotFoundError):
                     info = os.lstat(target)
-                    freed += info.st_blocks * 512
                     if stat.S_ISLNK(info.st_mode):
                         self.unlink(target)  # os.walk lists links to dirs as dirs
                     else:
                         self.rmdir(target)
+                    freed[0] += info.st_blocks * 512
         self.rmdir(path)
-        return freed + top.st_blocks * 512
+        freed[0] += top.st_blocks * 512
+        return freed[0]
+
+
+def _walk_bottom_up(top: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """Yield ``(directory, subdirectories, other entries)`` below ``top``, deepest first.
+
+    Like ``os.walk(top, topdown=False)``, but without recursion (Python 3.11's
+    os.walk recurses, and a version nested a thousand directories deep would
+    raise RecursionError) and stopping at a directory it cannot list rather
+    than skipping it. Symlinks to directories are listed, never followed.
+    """
+    listed: list[tuple[Path, list[str], list[str]]] = []
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as scan:
+                entries = list(scan)
+        except FileNotFoundError:
+            continue
+        subdirectories = [entry.name for entry in entries if entry.is_dir()]
+        files = [entry.name for entry in entries if not entry.is_dir()]
+        listed.append((directory, subdirectories, files))
+        pending.extend(
+            directory / entry.name for entry in entries if entry.is_dir(follow_symlinks=False)
+        )
+    yield from reversed(listed)
 
 
 @dataclass
@@ -311,8 +383,12 @@ class Pruner:
 
         The trash must be on the store's filesystem (a rename, not a copy)
         and outside ``models/`` and ``bentos/`` (BentoML rejects any entry
-        there that is not a valid tag).
+        there that is not a valid tag). Raise FileNotFoundError if the store
+        itself is missing: creating the state directory must not create a
+        store at a mistyped path.
         """
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"store {self.root} does not exist or is not a directory")
         for kind in ("models", "bentos"):
             kind_dir = self.root / kind
             if self.state_dir == kind_dir or kind_dir in self.state_dir.parents:
@@ -484,7 +560,7 @@ class Pruner:
         self.operations.rename(record.path, trash_entry)
         if moves_pointer and pointer_new is None:
             self.remove_name_if_empty(kind, name)
-        freed = self.operations.remove_tree(trash_entry)
+        freed = self._empty_trash_entry(trash_entry) or 0
         outcome = RemovalOutcome(record, freed, current if moves_pointer else None, pointer_new)
         if announce is not None:
             announce(outcome)
@@ -518,12 +594,14 @@ class Pruner:
                 completed += 1
             else:
                 rolled_back += 1
-            self.operations.remove_tree(trash_entry)
+            self._empty_trash_entry(trash_entry)
             self.operations.unlink(self.trash / entry)
         entries = trash_bytes = 0
         for leftover in self._listing(self.trash):
-            trash_bytes += self.operations.remove_tree(self.trash / leftover)
-            entries += 1
+            freed = self._empty_trash_entry(self.trash / leftover)
+            if freed is not None:
+                trash_bytes += freed
+                entries += 1
         if entries:
             self.log.info("trash_emptied", entries=entries, bytes=trash_bytes)
         snapshot = take_census() if take_census else census(self.root, self.kinds, self.filesystem)
@@ -532,6 +610,22 @@ class Pruner:
         if not recovery.changed_store:
             recovery = Recovery(rolled_back, completed, entries, trash_bytes, repaired, snapshot)
         return recovery
+
+    def _empty_trash_entry(self, path: Path) -> int | None:
+        """Delete one trash entry; return the bytes freed, or None if it must wait.
+
+        An entry that cannot be deleted (another user's read-only directory
+        inside) is logged as ``trash_not_emptied`` and left for the next
+        start: it is out of the store already, and one such entry must not
+        stop every prune after it.
+        """
+        try:
+            return self.operations.remove_tree(path)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EROFS, errno.EIO):
+                raise
+            self.log.error("trash_not_emptied", path=str(path), error=str(error))
+            return None
 
     def _listing(self, directory: Path) -> list[str]:
         try:

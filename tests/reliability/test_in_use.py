@@ -1,0 +1,148 @@
+"""A version a running process uses stays while it runs and goes once it exits.
+
+Real processes hold the oldest version of a name in each of the ways the
+in-use scan knows: a file of it open, a file of it memory-mapped (the file
+descriptor closed, so only the mapping shows), their working directory inside
+it, its path or its tag on their command line, its path there through a
+symlink to the store or a symlink to the version itself. ``storewarden
+prune`` (a subprocess) runs under a retention that wants every version but
+the newest gone: it must leave the held one, remove the rest, and remove the
+held one too on the first prune after the holder exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.support import run_cli
+from tests.storebuilder import NOW, make_version, point_latest
+
+pytestmark = pytest.mark.slow
+
+DAY = timedelta(days=1)
+# A name no other process on the machine names: a tag on any command line protects it.
+NAME = "numbat"
+
+# Waits for stdin to close, after saying it holds what it holds. HOLD names the file
+# through the environment, so the command line does not name it.
+OPEN_FILE = """
+import os, sys
+handle = open(os.environ["HOLD"], "rb")
+print("holding", flush=True)
+sys.stdin.read()
+"""
+MAP_FILE = """
+import mmap, os, sys
+with open(os.environ["HOLD"], "rb") as handle:
+    mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+print("holding", flush=True)  # the descriptor is closed: only /proc/<pid>/maps shows it
+sys.stdin.read()
+"""
+WAIT = """
+import sys
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """How a process holds the version: its script, arguments, working directory, environment."""
+
+    name: str
+    command: Callable[[Path, Path], list[str]]  # (version, directory of links to it) -> argv
+    cwd: bool = False
+    hold_file: bool = False
+
+
+HOLDERS = [
+    Holder("a-file-open", lambda _v, _l: [sys.executable, "-c", OPEN_FILE], hold_file=True),
+    Holder("a-file-mapped", lambda _v, _l: [sys.executable, "-c", MAP_FILE], hold_file=True),
+    Holder("the-working-directory", lambda _v, _l: [sys.executable, "-c", WAIT], cwd=True),
+    Holder("its-path-in-the-arguments", lambda v, _l: [sys.executable, "-c", WAIT, str(v)]),
+    Holder(
+        "a-file-of-it-in-an-option",
+        lambda v, _l: [sys.executable, "-c", WAIT, f"--weights={v / 'weights.bin'}"],
+    ),
+    Holder("its-tag-in-the-arguments", lambda _v, _l: [sys.executable, "-c", WAIT, f"{NAME}:v1"]),
+    Holder(
+        "its-path-through-a-symlinked-store",
+        lambda _v, links: [sys.executable, "-c", WAIT, f"{links}/store/models/{NAME}/v1"],
+    ),
+    Holder(
+        "a-symlink-to-it-in-the-arguments",
+        lambda _v, links: [sys.executable, "-c", WAIT, f"{links}/current"],
+    ),
+]
+
+
+@pytest.fixture
+def holders() -> Iterator[list[subprocess.Popen[str]]]:
+    """Holder processes, ended (stdin closed) whatever happens."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.communicate("", timeout=30)
+
+
+@pytest.mark.parametrize("holder", HOLDERS, ids=[holder.name for holder in HOLDERS])
+def test_a_version_in_use_stays_while_its_holder_runs_and_goes_when_it_exits(
+    tmp_path: Path, holder: Holder, holders: list[subprocess.Popen[str]]
+) -> None:
+    store = tmp_path / "bentoml"
+    versions = [
+        make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
+        for index in (1, 2, 3)
+    ]
+    point_latest(store, NAME, "v3")
+    held = versions[0]
+    (tmp_path / "links").mkdir()
+    os.symlink(store, tmp_path / "links" / "store")  # ~/bentoml -> /data/bentoml
+    os.symlink(held, tmp_path / "links" / "current")  # /srv/current -> the served version
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(store),
+                "protect": {"min_age": "0s", "settle": "0s"},
+                "retention": {"max_versions": 1},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        holder.command(held, tmp_path / "links"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=held if holder.cwd else tmp_path,
+        env={**os.environ, "HOLD": str(held / "weights.bin")},
+    )
+    holders.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline() == "holding\n"
+
+    while_held = run_cli("prune", "--config", str(config))
+
+    assert while_held.code == 0, while_held.text
+    assert [e["version"] for e in while_held.named("version_removed")] == ["v2"]
+    assert (held / "weights.bin").read_bytes() == b"w" * 4096
+    (scan,) = while_held.named("in_use_scan")
+    assert scan["versions_in_use"] == 1
+
+    process.communicate("", timeout=30)
+    after_exit = run_cli("prune", "--config", str(config))
+
+    assert after_exit.code == 0, after_exit.text
+    assert [e["version"] for e in after_exit.named("version_removed")] == ["v1"]
+    assert not held.exists()
+    assert sorted(os.listdir(store / "models" / NAME)) == ["latest", "v3"]
