@@ -271,6 +271,12 @@ class Engine:
                 reasons.append("completed")
         elif not fresh.complete:
             reasons.append(policy.INCOMPLETE)
+        elif settings.keep_latest:
+            # The pointer as it is on disk now, not as the plan saw it: someone may
+            # have pointed `latest` back at this version since.
+            _form, target = self.pruner.read_pointer(fresh.kind, fresh.name)
+            if target == fresh.version:
+                reasons.append(policy.LATEST)
         return fresh, reasons
 
     def _version_fields(self, record: VersionRecord, reason: str) -> dict[str, object]:

@@ -368,6 +368,24 @@ def test_a_version_that_became_in_use_after_the_plan_is_skipped(store: Path, aud
     assert (skipped["version"], skipped["reasons"]) == ("v1", ["in_use"])
 
 
+def test_a_version_latest_was_pointed_back_at_after_the_plan_is_skipped(
+    store: Path, audit: Audit
+) -> None:
+    first, second, _ = two_old_and_latest(store)
+    processes = AfterPlan(change=lambda: point_latest(store, "iris", "v1"))
+    engine = Engine(config_for(store, retention={"max_versions": 1}), processes=processes)
+
+    result = engine.cycle()
+
+    assert planned_versions(result) == ["v1", "v2"]
+    assert [record.version for record, _reasons in result.skipped] == ["v1"]
+    assert (first / "model.yaml").exists()
+    assert read_latest(store, "iris") == "v1"
+    assert not second.exists()
+    (skipped,) = audit.named("removal_skipped")
+    assert (skipped["version"], skipped["reasons"]) == ("v1", ["latest"])
+
+
 def test_a_version_written_to_after_the_plan_is_skipped_while_it_settles(
     store: Path, audit: Audit
 ) -> None:
