@@ -372,7 +372,11 @@ def test_a_version_latest_was_pointed_back_at_after_the_plan_is_skipped(
     store: Path, audit: Audit
 ) -> None:
     first, second, _ = two_old_and_latest(store)
-    processes = AfterPlan(change=lambda: point_latest(store, "iris", "v1"))
+
+    def point_back() -> None:
+        point_latest(store, "iris", "v1")
+
+    processes = AfterPlan(change=point_back)
     engine = Engine(config_for(store, retention={"max_versions": 1}), processes=processes)
 
     result = engine.cycle()
