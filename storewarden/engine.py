@@ -279,6 +279,18 @@ class Engine:
                 reasons.append(policy.LATEST)
         return fresh, reasons
 
+    def _would_remove(self, removal: Removal, run_id: str, current: Usage) -> Usage:
+        """Log a dry run's ``would_remove`` and return the usage projected after it."""
+        after = current.after_freeing(removal.bytes)
+        self.log.info(
+            "would_remove",
+            **self._version_fields(removal.version, removal.reason),
+            run_id=run_id,
+            used_percent_before=round(current.used_percent, 2),
+            used_percent_after=round(after.used_percent, 2),
+        )
+        return after
+
     def _version_fields(self, record: VersionRecord, reason: str) -> dict[str, object]:
         return {
             "kind": record.kind,
@@ -369,16 +381,8 @@ class Engine:
             if dry_run:
                 if is_pressure and removal in plan.reserve:
                     break  # the projection reached the target; the reserve is for real runs
-                after = current.after_freeing(removal.bytes)
-                self.log.info(
-                    "would_remove",
-                    **self._version_fields(removal.version, removal.reason),
-                    run_id=run_id,
-                    used_percent_before=round(current.used_percent, 2),
-                    used_percent_after=round(after.used_percent, 2),
-                )
+                current = self._would_remove(removal, run_id, current)
                 would.append(removal)
-                current = after
                 continue
             fresh, reasons = self._recheck(removal, explicit=False)
             if fresh is None or reasons:
@@ -604,16 +608,8 @@ class Engine:
             for removal in removals:
                 record = removal.version
                 if dry_run:
-                    after = current.after_freeing(record.bytes)
-                    self.log.info(
-                        "would_remove",
-                        **self._version_fields(record, policy.EXPLICIT),
-                        run_id=run_id,
-                        used_percent_before=round(current.used_percent, 2),
-                        used_percent_after=round(after.used_percent, 2),
-                    )
+                    current = self._would_remove(removal, run_id, current)
                     would.append(removal)
-                    current = after
                     continue
                 outcome = self._remove_one(
                     record, policy.EXPLICIT, run_id, current, failed, store_bytes=store_bytes
