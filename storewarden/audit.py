@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 
-from storewarden.config import parse_duration
+from storewarden.config import human_bytes, parse_duration
 
 # A line longer than this is not one of ours (the longest event is a few KiB).
 MAX_LINE = 1024 * 1024
@@ -504,16 +504,6 @@ def report_data(report: Report) -> dict[str, Any]:
             for gone in report.gone
         ],
     }
-
-
-def human_bytes(count: float) -> str:
-    """Return a byte count in binary units, e.g. ``1.5 GiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 def _plural(count: int, word: str) -> str:

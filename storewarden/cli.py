@@ -23,12 +23,18 @@ from rich.console import Console
 from storewarden import __version__, logs, policy, terminal
 from storewarden import audit as trail
 from storewarden.archive import RestoreError, UnsafeArchiveDirError, check_archive_dir, restore
-from storewarden.config import Config, ConfigError, json_schema, load_config, parse_duration
+from storewarden.config import (
+    Config,
+    ConfigError,
+    human_bytes,
+    json_schema,
+    load_config,
+    parse_duration,
+)
 from storewarden.engine import CycleResult, Engine, PlanView, RefusedError, UnknownTagError
 from storewarden.pins import Pin, PinBoard, PinsError, check_tag, current_user
 from storewarden.prune import StoreBusyError, UnsafeStateDirError
 from storewarden.store import Kind, Snapshot
-from storewarden.terminal import human_bytes
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -243,10 +249,7 @@ def _print_status(data: dict[str, Any]) -> None:
         click.echo(f"triggers holding: {', '.join(data['triggers'])}")
     rows = [("KIND", "NAME", "VERSIONS", "SIZE", "LATEST", "PROTECTED")]
     for entry in sorted(data["names"], key=lambda item: -int(item["bytes"])):
-        reasons: dict[str, int] = {}
-        for version in entry["versions"]:
-            for reason in version["protected"]:
-                reasons[reason] = reasons.get(reason, 0) + 1
+        reasons = terminal.protection_counts(entry)
         rows.append(
             (
                 entry["kind"],
@@ -254,7 +257,7 @@ def _print_status(data: dict[str, Any]) -> None:
                 str(len(entry["versions"])),
                 human_bytes(entry["bytes"]),
                 entry["latest"] or "-",
-                ", ".join(f"{reason}:{count}" for reason, count in sorted(reasons.items())) or "-",
+                ", ".join(f"{reason}:{count}" for reason, count in reasons.items()) or "-",
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]

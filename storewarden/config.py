@@ -93,6 +93,16 @@ def parse_size(value: object) -> int:
     return int(number)
 
 
+def human_bytes(count: float) -> str:
+    """Given bytes, return them in binary units for people, e.g. ``1.5 GiB``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
 def parse_duration(value: object) -> float:
     """Given ``90s``, ``10m``, ``1h``, ``30d`` or a number of seconds, return seconds."""
     if isinstance(value, bool):

@@ -27,7 +27,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from storewarden import __version__, policy
-from storewarden.config import Config, ConfigError, load_config
+from storewarden.config import Config, ConfigError, human_bytes, load_config
 from storewarden.engine import CycleResult, Engine
 from storewarden.index import Change, Index
 from storewarden.logs import get_logger
@@ -37,14 +37,6 @@ from storewarden.prune import StoreBusyError
 from storewarden.watcher import ChangeRecorder, make_observer, watch
 
 EXIT_OK = 0
-
-
-def _human(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            break
-        count /= 1024
-    return f"{count:.1f} {unit}"
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -441,11 +433,11 @@ class Daemon:
         text = f"used {used_percent:.1f}%"
         index = self._index
         if index is not None:
-            text += f", store {_human(index.store_bytes)} in {len(index.versions)} versions"
+            text += f", store {human_bytes(index.store_bytes)} in {len(index.versions)} versions"
         last = self.last_result
         if last is not None:
             text += (
-                f"; last prune removed {len(last.removed)} ({_human(last.bytes_freed)}),"
+                f"; last prune removed {len(last.removed)} ({human_bytes(last.bytes_freed)}),"
                 f" target {'reached' if last.target_reached else 'NOT reached'}"
             )
         if text != self.last_status:

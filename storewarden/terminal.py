@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from storewarden.config import human_bytes
 from storewarden.store import VersionRecord
 
 
@@ -150,14 +151,13 @@ def progress_bar() -> ProgressBar | None:
     return ProgressBar(Console(stderr=True), audit_on_terminal=is_terminal(sys.stdout))
 
 
-def human_bytes(count: float) -> str:
-    """Return a byte count in binary units, e.g. ``1.5 GiB``."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover - the loop always returns
+def protection_counts(entry: dict[str, Any]) -> dict[str, int]:
+    """Given one name of ``status`` data, return how many of its versions each reason protects."""
+    counts: dict[str, int] = {}
+    for version in entry["versions"]:
+        for reason in version["protected"]:
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def status_table(data: dict[str, Any], console: Console) -> None:
@@ -182,17 +182,14 @@ def status_table(data: dict[str, Any], console: Console) -> None:
     ):
         table.add_column(header, justify=justify)  # type: ignore[arg-type]
     for entry in sorted(data["names"], key=lambda item: (-int(item["bytes"]), item["name"])):
-        reasons: dict[str, int] = {}
-        for version in entry["versions"]:
-            for reason in version["protected"]:
-                reasons[reason] = reasons.get(reason, 0) + 1
+        reasons = protection_counts(entry)
         table.add_row(
             entry["name"],
             entry["kind"],
             str(len(entry["versions"])),
             human_bytes(entry["bytes"]),
             entry["latest"] or "-",
-            ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items())) or "-",
+            ", ".join(f"{reason} {count}" for reason, count in reasons.items()) or "-",
         )
     console.print(table)
     if data.get("pins"):

@@ -24,6 +24,7 @@ from storewarden.config import (
     ConfigError,
     build_config,
     default_store,
+    human_bytes,
     json_schema,
     load_config,
     parse_duration,
@@ -719,3 +720,18 @@ def test_a_bad_metrics_setting_is_named_at_its_path(metrics: dict[str, Any], exp
     problems = problems_of({"metrics": metrics})
 
     assert any(problem.startswith(expected) for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (10 * 2**30, "10.0 GiB"),
+        (3 * 2**40, "3.0 TiB"),
+    ],
+)
+def test_sizes_are_shown_in_binary_units_and_read_back_by_parse_size(count: int, text: str) -> None:
+    assert human_bytes(count) == text
+    assert abs(parse_size(text.replace(" ", "")) - count) <= count * 0.05
