@@ -34,7 +34,7 @@ from storewarden.logs import get_logger
 from storewarden.metrics import Metrics
 from storewarden.notify import SystemdNotifier
 from storewarden.prune import StoreBusyError
-from storewarden.watcher import ChangeRecorder, make_observer, watch
+from storewarden.watcher import ChangeRecorder, make_observer, watch, watch_kind
 
 EXIT_OK = 0
 
@@ -341,14 +341,14 @@ class Daemon:
         if engine is None or observer is None or recorder is None:
             return
         for kind in self.config.kinds:
-            directory = engine.root / kind
-            if kind not in self._watched_kinds and directory.is_dir():
-                try:
-                    observer.schedule(recorder, str(directory), recursive=True)
-                except OSError as error:
-                    self.log.warning(
-                        "observer_degraded", observer="reconcile only", error=str(error)
-                    )
+            if kind in self._watched_kinds:
+                continue
+            try:
+                watched = watch_kind(observer, recorder, engine.root / kind)
+            except OSError as error:
+                self.log.warning("observer_degraded", observer="reconcile only", error=str(error))
+                watched = True  # do not retry a refused watch at every check
+            if watched:
                 self._watched_kinds.add(kind)
 
     def check(self) -> CycleResult | None:

@@ -105,8 +105,15 @@ def watch(
     """
     observer.schedule(recorder, str(root), recursive=False, event_filter=EVENTS_OF_INTEREST)
     for kind in kinds:
-        directory = root / kind
-        if directory.is_dir():
-            observer.schedule(
-                recorder, str(directory), recursive=True, event_filter=EVENTS_OF_INTEREST
-            )
+        watch_kind(observer, recorder, root / kind)
+
+
+def watch_kind(observer: BaseObserver, recorder: ChangeRecorder, directory: Path) -> bool:
+    """Watch one kind directory recursively if it exists; return whether it does.
+
+    Raise OSError if the platform refuses the watch.
+    """
+    if not directory.is_dir():
+        return False
+    observer.schedule(recorder, str(directory), recursive=True, event_filter=EVENTS_OF_INTEREST)
+    return True

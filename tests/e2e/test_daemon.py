@@ -307,3 +307,24 @@ def test_daemon_speaks_the_systemd_notify_protocol(
         assert "STOPPING=1" in tail
     finally:
         listener.close()
+
+
+@pytest.mark.slow
+def test_a_kind_directory_that_appears_after_start_is_watched(
+    tmp_path: Path, start_daemon: Callable[..., DaemonProcess]
+) -> None:
+    store = tmp_path / "fresh-agent"
+    store.mkdir()  # the root exists, models/ does not yet
+    config = fast_config(store)
+    config["schedule"]["reconcile_interval"] = "10m"  # only the watcher can see what follows
+    daemon = start_daemon(config)
+    daemon.wait_for(lambda events: any(e["event"] == "daemon_ready" for e in events), "ready")
+    make_version(store, "iris", "v1x", created=datetime.now(tz=UTC) - timedelta(days=3))
+    point_latest(store, "iris", "v1x")
+    daemon.wait_for(lambda events: any(e["event"] == "version_added" for e in events), "v1x")
+    make_version(store, "iris", "v2x", created=datetime.now(tz=UTC) - timedelta(days=2))
+    daemon.wait_for(
+        lambda events: any(e["event"] == "version_added" and e["version"] == "v2x" for e in events),
+        "version_added for a version saved inside the late models/ directory",
+    )
+    assert daemon.stop() == 0
