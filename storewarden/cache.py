@@ -21,12 +21,20 @@ from typing import Any
 
 from storewarden.store import NO_LABELS, Kind, Stamp, VersionRecord, is_valid_tag_part
 
-FORMAT = 1
+# 2: a bento's record holds the model tags it needs.
+FORMAT = 2
 FILE_NAME = "census-cache.json"
+_ROW_LENGTH = 10
+
+
+def _texts(values: object) -> tuple[str, ...]:
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise TypeError("expected a list of text")
+    return tuple(values)
 
 
 def _record(kind: Kind, name: str, version: str, path: Path, row: list[Any]) -> VersionRecord:
-    _inode, _mtime, _ctime, size, created, estimated, changed, labels = row
+    _inode, _mtime, _ctime, size, created, estimated, changed, labels, needs, needs_problems = row
     return VersionRecord(
         kind=kind,
         name=name,
@@ -39,6 +47,8 @@ def _record(kind: Kind, name: str, version: str, path: Path, row: list[Any]) -> 
         last_change=datetime.fromtimestamp(float(changed), tz=UTC),
         complete=True,
         problem="no usable creation_time; directory mtime used" if estimated else None,
+        references=_texts(needs) if kind == "bentos" else (),
+        reference_problems=_texts(needs_problems) if kind == "bentos" else (),
     )
 
 
@@ -70,7 +80,7 @@ class CensusCache:
         self._rows = {
             key: row
             for key, row in data["entries"].items()
-            if isinstance(key, str) and isinstance(row, list) and len(row) == 8
+            if isinstance(key, str) and isinstance(row, list) and len(row) == _ROW_LENGTH
         }
 
     def lookup(
@@ -84,7 +94,7 @@ class CensusCache:
             return None
         try:
             record = _record(kind, name, version, path, row)
-        except (TypeError, ValueError, OverflowError, OSError):
+        except (TypeError, ValueError, OverflowError, OSError, AttributeError):
             self.misses += 1
             return None
         self._fresh[key] = row
@@ -93,7 +103,11 @@ class CensusCache:
 
     def store(self, record: VersionRecord, stamp: Stamp) -> None:
         """Remember a complete version's record under its directory stamp."""
-        if not record.complete or not is_valid_tag_part(record.version):
+        if (
+            not record.complete
+            or record.references is None
+            or not is_valid_tag_part(record.version)
+        ):
             return
         self._fresh[f"{record.kind}/{record.name}/{record.version}"] = [
             stamp.inode,
@@ -104,6 +118,8 @@ class CensusCache:
             record.creation_time_estimated,
             record.last_change.timestamp(),
             dict(record.labels),
+            list(record.references),
+            list(record.reference_problems),
         ]
 
     def changed(self) -> bool:

@@ -182,6 +182,7 @@ class ProtectConfig(_Frozen):
     pins: tuple[Pin, ...] = ()
     labels: dict[str, str] = Field(default_factory=dict)
     in_use: bool = True
+    bento_references: bool = True
 
 
 class RetentionConfig(_Frozen):

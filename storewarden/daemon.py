@@ -212,7 +212,8 @@ class Daemon:
                 self._degraded("reconcile only", second)
                 observer = PollingObserver(timeout=polling)
                 observer.start()  # watches nothing; stops with the daemon
-        self._watched_kinds = {kind for kind in self.config.kinds if (root / kind).is_dir()}
+        kinds = recorder.index.watched_kinds
+        self._watched_kinds = {kind for kind in kinds if (root / kind).is_dir()}
         return observer
 
     def _watch_and_start(
@@ -224,7 +225,7 @@ class Daemon:
         thread, which it starts as soon as it is made.
         """
         try:
-            watch(observer, recorder, root, self.config.kinds)
+            watch(observer, recorder, root, recorder.index.watched_kinds)
             observer.start()
         except BaseException:
             observer.stop()
@@ -340,7 +341,7 @@ class Daemon:
         engine, observer, recorder = self._engine, self._observer, self._recorder
         if engine is None or observer is None or recorder is None:
             return
-        for kind in self.config.kinds:
+        for kind in recorder.index.watched_kinds:
             if kind in self._watched_kinds:
                 continue
             try:

@@ -12,8 +12,8 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +26,16 @@ from storewarden.logs import get_logger
 from storewarden.pins import pin_reader
 from storewarden.policy import Plan, Removal
 from storewarden.prune import Operations, Pruner, Recovery, RemovalOutcome, StoreLock
-from storewarden.store import FileSystem, Kind, Snapshot, VersionRecord, census, census_version
+from storewarden.store import (
+    BentoScan,
+    FileSystem,
+    Kind,
+    Snapshot,
+    VersionRecord,
+    census,
+    census_staging,
+    census_version,
+)
 from storewarden.usage import Usage
 
 # Marks a removal that failed for lack of space and is tried again at the end of the cycle.
@@ -130,9 +139,14 @@ class Engine:
     pruner: Pruner = field(init=False)
     lock: StoreLock = field(init=False)
     archiver: Archiver | None = field(init=False)
-    _reported: set[tuple[str, str]] = field(default_factory=set, init=False)
+    _reported: set[tuple[str, ...]] = field(default_factory=set, init=False)
     _table: inuse.ProcessTable | None = field(default=None, init=False)
     _table_at: float = field(default=0.0, init=False)
+    _cache: CensusCache | None = field(default=None, init=False)
+    _bentos: BentoScan | None = field(default=None, init=False)
+    _snapshot: Snapshot | None = field(default=None, init=False)
+    # Per removal of a cycle: the bentos that --force left without a model they need.
+    _broken: dict[Path, tuple[str, ...]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         # A store root that is a symlink (~/bentoml -> /data/bentoml) is resolved
@@ -180,12 +194,44 @@ class Engine:
         snapshot = census(self.root, self.config.kinds, self.filesystem, cache)
         if self.state_dir.is_dir():
             cache.save()
+        self._cache = cache
         for problem in snapshot.problems:
-            key = (str(problem.path), problem.reason)
-            if key not in self._reported:
-                self._reported.add(key)
-                self.log.warning("store_problem", path=str(problem.path), problem=problem.reason)
+            self._report_once(
+                "store_problem",
+                (str(problem.path), problem.reason),
+                path=str(problem.path),
+                problem=problem.reason,
+            )
         return snapshot
+
+    def _report_once(self, event: str, key: tuple[str, str], **fields: object) -> None:
+        """Log a warning about a lasting condition once in this process's life."""
+        if (event, *key) in self._reported:
+            return
+        self._reported.add((event, *key))
+        self.log.warning(event, **fields)
+
+    def _report_references(self, snapshot: Snapshot, plan: Plan) -> None:
+        """Log each bento.yaml entry that names no model, and each model a bento lacks, once."""
+        if not self.config.protect.bento_references:
+            return
+        for bento in snapshot.dependents():
+            for problem in bento.reference_problems:
+                self._report_once(
+                    "bento_reference_invalid",
+                    (str(bento.path), problem),
+                    bento=bento.tag,
+                    path=str(bento.path),
+                    problem=problem,
+                )
+        for bento, model in plan.references.missing:
+            self._report_once(
+                "bento_reference_missing",
+                (str(bento.path), model),
+                bento=bento.tag,
+                path=str(bento.path),
+                model=model,
+            )
 
     def usage(self, store_bytes: int) -> Usage:
         """Return the usage of the store's filesystem with ``store_bytes`` as the store's size."""
@@ -230,7 +276,65 @@ class Engine:
                     versions_in_use=len(scan.holders),
                 )
         final = policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+        self._snapshot = snapshot
+        self._report_references(snapshot, final)
         return PlanView(final, snapshot, scan, now)
+
+    def blocked_by_unknown_references(self, view: PlanView) -> list[VersionRecord]:
+        """Return the model versions the plan would remove but for bentos being written.
+
+        Planning again without those bentos is cheap, and happens only while
+        one is being written.
+        """
+        plan = view.plan
+        if not plan.references.unknown:
+            return []
+        unblocked = policy.plan(
+            view.snapshot,
+            plan.usage,
+            self.config,
+            view.now,
+            in_use=view.in_use.holders,
+            pins=self.pins(),
+            references=replace(plan.references, unknown=()),
+        )
+        removed = {removal.version.path for removal in plan.removals}
+        return [
+            removal.version
+            for removal in unblocked.removals
+            if removal.version.kind == "models" and removal.version.path not in removed
+        ]
+
+    def current_references(self, now: datetime) -> policy.References:
+        """Return which bentos need which models as the store is now (the re-check's view).
+
+        Bentos are listed afresh; those unchanged since they were last read
+        are not read again.
+        """
+        if not self.config.protect.bento_references:
+            return policy.NO_REFERENCES
+        if self._bentos is None:
+            self._bentos = BentoScan(self.root, self.filesystem, self._cache)
+        longest_settle = max(
+            [self.config.protect.settle]
+            + [rule.settle for rule in self.config.rules if rule.settle is not None]
+        )
+        changed_since = now - timedelta(seconds=longest_settle)
+        bentos = self._bentos.read(changed_since)
+        pointers = self._snapshot.pointers if self._snapshot is not None else {}
+        models = (
+            tuple(record for record in self._snapshot.versions if record.kind == "models")
+            if self._snapshot is not None
+            else ()
+        )
+        now_view = Snapshot(
+            self.root,
+            models,
+            pointers,
+            others=bentos,
+            staging=census_staging(self.root, self.filesystem),
+        )
+        return policy.references_of(now_view, self.config, now)
 
     # -- writing ------------------------------------------------------------------
 
@@ -239,18 +343,38 @@ class Engine:
         return self.pruner.recover(lambda: self.usage(0).used_percent, self.census)
 
     def _recheck(
-        self, removal: Removal, *, explicit: bool
+        self, removal: Removal, *, explicit: bool, force: bool = False
     ) -> tuple[VersionRecord | None, list[str]]:
-        """Census the victim again and return it with anything that now protects it."""
+        """Census the victim again and return it with anything that now protects it.
+
+        For a model, the bentos of the store are read as they are now: one
+        built since the plan protects the models it needs. ``explicit`` (a
+        delete) counts only what an explicit delete does not override;
+        ``force`` counts nothing but the version being gone. A forced removal
+        of a model some bento needs records those bentos for its event.
+        """
         record = removal.version
         fresh = census_version(record.kind, record.name, record.path, self.filesystem)
         if fresh is None:
             return None, ["gone"]
-        scan = self.scan_in_use([fresh], reuse=True)
         now = self.clock()
+        references = (
+            self.current_references(now) if fresh.kind == "models" else policy.NO_REFERENCES
+        )
+        if force:
+            holders = references.holders(fresh)
+            if holders:
+                self._broken[fresh.path] = tuple(bento.tag for bento in holders)
+            return fresh, []
+        scan = self.scan_in_use([fresh], reuse=True)
         if explicit:
             return fresh, policy.explicit_blockers(
-                fresh, config=self.config, now=now, in_use=scan.holders, pins=self.pins()
+                fresh,
+                config=self.config,
+                now=now,
+                in_use=scan.holders,
+                pins=self.pins(),
+                references=references,
             )
         settings = policy.effective(self.config, fresh.kind, fresh.name)
         reasons = policy.standing_protections(
@@ -261,11 +385,19 @@ class Engine:
             in_use=scan.holders,
             pins=self.pins(),
         )
+        reasons.extend(references.protections(fresh))
         if removal.reason == policy.ABANDONED:
             reasons = [
                 reason
                 for reason in reasons
-                if reason in (policy.PINNED, policy.IN_USE, policy.SETTLE)
+                if reason
+                in (
+                    policy.PINNED,
+                    policy.IN_USE,
+                    policy.SETTLE,
+                    policy.REFERENCED,
+                    policy.REFERENCES_UNKNOWN,
+                )
             ]
             if fresh.complete:
                 reasons.append("completed")
@@ -301,6 +433,25 @@ class Engine:
             "creation_time": record.creation_time.isoformat(),
             "reason": reason,
         }
+
+    def _log_blocked(self, view: PlanView, run_id: str) -> None:
+        """Log ``references_unknown`` for each bento being written that holds removals back."""
+        blocked = self.blocked_by_unknown_references(view)
+        if not blocked:
+            return
+        for bento in view.plan.references.unknown:
+            settle = policy.effective(self.config, "bentos", bento.name).settle
+            waited = (view.now - bento.last_change).total_seconds()
+            self.log.warning(
+                "references_unknown",
+                run_id=run_id,
+                bento=bento.tag,
+                path=str(bento.path),
+                reason=bento.problem or "being written",
+                blocked_versions=len(blocked),
+                blocked_bytes=sum(record.bytes for record in blocked),
+                seconds_left=round(max(0.0, settle - waited), 1) if bento.readable else None,
+            )
 
     def cycle(
         self,
@@ -346,6 +497,7 @@ class Engine:
         should_stop: Callable[[], bool],
     ) -> CycleResult:
         plan = view.plan
+        self._log_blocked(view, run_id)
         if not plan.removals and not plan.triggers:
             return CycleResult(run_id, plan, dry_run, usage_after=plan.usage)
         self.log.info(
@@ -504,13 +656,27 @@ class Engine:
         freed_percent_before = after.used + outcome.bytes_freed
         capacity = after.used + after.free
         before_percent = 100.0 * freed_percent_before / capacity if capacity else 0.0
+        broken = self._broken.pop(record.path, ())
+        extra: dict[str, object] = {"broken_bentos": list(broken)} if broken else {}
         self.log.info(
             "version_removed",
             **self._version_fields(record, reason),
             run_id=run_id,
             used_percent_before=round(before_percent, 2),
             used_percent_after=round(after.used_percent, 2),
+            **extra,
         )
+        if broken:
+            self.log.warning(
+                "bentos_broken",
+                run_id=run_id,
+                model=record.tag,
+                bentos=list(broken),
+                message=(
+                    f"--force removed {record.tag}, which {', '.join(broken)} need:"
+                    " they cannot be served or containerized until it is back"
+                ),
+            )
         if self.progress is not None:
             self.progress.removed(record)
 
@@ -552,6 +718,7 @@ class Engine:
             if not dry_run:
                 self.recover()
             snapshot = self.census()
+            self._snapshot = snapshot
             records: list[VersionRecord] = []
             unknown = []
             for tag in tags:
@@ -566,28 +733,11 @@ class Engine:
                     + " (give name:version; `storewarden status` lists them)"
                 )
             records = list({record.path: record for record in records}.values())
+            # Bentos first: a model a bento of this same delete needs may go after it.
+            records.sort(key=lambda record: record.kind != "bentos")
             current = self.usage(snapshot.store_bytes)
-            scan = self.scan_in_use(records)
             if not force:
-                refusals = []
-                for record in records:
-                    blockers = policy.explicit_blockers(
-                        record,
-                        config=self.config,
-                        now=self.clock(),
-                        in_use=scan.holders,
-                        pins=self.pins(),
-                    )
-                    if blockers:
-                        detail = scan.holders.get(record.path)
-                        refusals.append(
-                            f"{record.kind}/{record.tag}: {', '.join(blockers)}"
-                            + (f" ({detail})" if detail else "")
-                        )
-                if refusals:
-                    raise RefusedError(
-                        "refusing to delete (use --force to override): " + "; ".join(refusals)
-                    )
+                self._refuse_protected(snapshot, records)
             removals = tuple(Removal(record, policy.EXPLICIT) for record in records)
             plan = Plan(
                 (),
@@ -605,12 +755,27 @@ class Engine:
             store_bytes = snapshot.store_bytes
             if self.progress is not None and not dry_run:
                 self.progress.planned(len(removals), plan.bytes_to_free)
+            skipped: list[tuple[VersionRecord, tuple[str, ...]]] = []
+            self._table = None  # the first re-check reads the process table afresh
             for removal in removals:
-                record = removal.version
                 if dry_run:
                     current = self._would_remove(removal, run_id, current)
                     would.append(removal)
                     continue
+                fresh, reasons = self._recheck(removal, explicit=True, force=force)
+                if fresh is None or reasons:
+                    record = fresh or removal.version
+                    skipped.append((record, tuple(reasons)))
+                    self.log.info(
+                        "removal_skipped",
+                        run_id=run_id,
+                        kind=record.kind,
+                        name=record.name,
+                        version=record.version,
+                        reasons=reasons,
+                    )
+                    continue
+                record = fresh
                 outcome = self._remove_one(
                     record, policy.EXPLICIT, run_id, current, failed, store_bytes=store_bytes
                 )
@@ -625,7 +790,61 @@ class Engine:
                 dry_run,
                 removed=tuple(removed),
                 would_remove=tuple(would),
+                skipped=tuple(skipped),
                 failed=tuple(failed),
                 usage_after=current,
                 seconds=time.monotonic() - started,
+            )
+
+    def _refuse_protected(self, snapshot: Snapshot, records: Sequence[VersionRecord]) -> None:
+        """Raise RefusedError naming every version of ``records`` a delete must not touch.
+
+        Bentos being deleted together with a model no longer count as needing it.
+        """
+        deleted = {record.path for record in records}
+        now = self.clock()
+        references = policy.references_of(
+            replace(
+                snapshot,
+                versions=tuple(
+                    record for record in snapshot.versions if record.path not in deleted
+                ),
+                others=tuple(record for record in snapshot.others if record.path not in deleted),
+            ),
+            self.config,
+            now,
+        )
+        scan = self.scan_in_use(records)
+        refusals = []
+        for record in records:
+            blockers = policy.explicit_blockers(
+                record,
+                config=self.config,
+                now=now,
+                in_use=scan.holders,
+                pins=self.pins(),
+                references=references,
+            )
+            if not blockers:
+                continue
+            details = []
+            if record.path in scan.holders:
+                details.append(scan.holders[record.path])
+            holders = references.holders(record)
+            if holders:
+                details.append(
+                    "used by the following bentos: " + ", ".join(bento.tag for bento in holders)
+                )
+            if policy.REFERENCES_UNKNOWN in blockers:
+                details.append(
+                    "a bento being written may need it: "
+                    + ", ".join(str(bento.path) for bento in references.unknown)
+                )
+            refusals.append(
+                f"{record.kind}/{record.tag}: {', '.join(blockers)}"
+                + (f" ({'; '.join(details)})" if details else "")
+            )
+        if refusals:
+            raise RefusedError(
+                "refusing to delete (use --force to override): " + "; ".join(refusals)
             )

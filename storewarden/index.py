@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storewarden.store import (
+    KINDS,
     POINTER,
     FileSystem,
     Kind,
@@ -22,6 +23,7 @@ from storewarden.store import (
     Problem,
     Snapshot,
     VersionRecord,
+    census_staging,
     census_version,
     check_targets,
     is_valid_tag_part,
@@ -46,12 +48,17 @@ class Change:
 
 @dataclass
 class Index:
-    """Versions and pointers of one store, by path."""
+    """Versions and pointers of one store, by path.
+
+    ``versions`` are those of the managed ``kinds``; ``others`` the bentos of
+    a store whose config manages models only, kept for the models they need.
+    """
 
     root: Path
     kinds: tuple[Kind, ...]
     filesystem: FileSystem = field(default_factory=FileSystem)
     versions: dict[Path, VersionRecord] = field(default_factory=dict)
+    others: dict[Path, VersionRecord] = field(default_factory=dict)
     pointers: dict[tuple[str, str], Pointer] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
     store_bytes: int = 0
@@ -60,7 +67,17 @@ class Index:
     bytes_by_kind: dict[str, int] = field(default_factory=dict)
     versions_by_kind: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def watched_kinds(self) -> tuple[Kind, ...]:
+        """Return the kinds whose events matter: the managed ones, and bentos always."""
+        return tuple(kind for kind in KINDS if kind in self.kinds or kind == "bentos")
+
+    def _holder(self, kind: str) -> dict[Path, VersionRecord]:
+        return self.versions if kind in self.kinds else self.others
+
     def _count(self, record: VersionRecord, sign: int) -> None:
+        if record.kind not in self.kinds:
+            return
         self.store_bytes += sign * record.bytes
         self.bytes_by_kind[record.kind] = (
             self.bytes_by_kind.get(record.kind, 0) + sign * record.bytes
@@ -78,6 +95,7 @@ class Index:
             if path in self.versions and _differs(self.versions[path], record)
         )
         self.versions = fresh
+        self.others = {record.path: record for record in snapshot.others}
         self.pointers = dict(snapshot.pointers)
         self.problems = snapshot.problems
         self.store_bytes = 0
@@ -88,9 +106,16 @@ class Index:
         return added, gone, changed
 
     def snapshot(self) -> Snapshot:
-        """Return the index as a Snapshot for the planner."""
+        """Return the index as a Snapshot for the planner (bentos being built read afresh)."""
         base = Snapshot(self.root, tuple(self.versions.values()), self.pointers)
-        return Snapshot(self.root, base.versions, check_targets(base), self.problems)
+        return Snapshot(
+            self.root,
+            base.versions,
+            check_targets(base),
+            self.problems,
+            others=tuple(self.others.values()),
+            staging=census_staging(self.root, self.filesystem),
+        )
 
     def touched(self, path: str) -> Touched | None:
         """Map an event path to what it touched, or None if it is outside the watched kinds."""
@@ -98,7 +123,7 @@ class Index:
         if not path.startswith(root):
             return None
         parts = path[len(root) :].split("/")
-        if parts[0] not in self.kinds:
+        if parts[0] not in self.watched_kinds:
             return None
         name = parts[1] if len(parts) > 1 and parts[1] else None
         version = parts[2] if len(parts) > 2 and parts[2] else None
@@ -106,12 +131,14 @@ class Index:
 
     def forget(self, path: Path) -> None:
         """Drop a version the daemon itself removed (no event logged for it)."""
-        record = self.versions.pop(path, None)
+        record = self.versions.pop(path, None) or self.others.pop(path, None)
         if record is not None:
             self._count(record, -1)
 
     def record_pointer(self, kind: str, name: str, target: str | None) -> None:
         """Record a pointer change the daemon itself made, so its event is not reported again."""
+        if kind not in self.kinds:
+            return
         key = (kind, name)
         old = self.pointers.get(key)
         if target is None:
@@ -138,7 +165,8 @@ class Index:
             names.update(self._names_under(kind))
         for kind, name in sorted(names):
             versions.update(self._versions_under(kind, name))
-            changes.extend(self.refresh_pointer(kind, name))
+            if kind in self.kinds:
+                changes.extend(self.refresh_pointer(kind, name))
         for kind, name, version in sorted(versions):
             change = self._refresh_version(kind, name, version)
             if change is not None:
@@ -149,7 +177,9 @@ class Index:
         """Every name on disk or in the index under one kind."""
         found = {key for key in self.pointers if key[0] == kind}
         found |= {
-            (record.kind, record.name) for record in self.versions.values() if record.kind == kind
+            (record.kind, record.name)
+            for record in self._holder(kind).values()
+            if record.kind == kind
         }
         try:
             entries = self.filesystem.scandir(self.root / kind)
@@ -162,7 +192,7 @@ class Index:
         """Every version of a name on disk or in the index."""
         found: set[tuple[str, str, str]] = {
             (record.kind, name, record.version)
-            for record in self.versions.values()
+            for record in self._holder(kind).values()
             if record.kind == kind and record.name == name
         }
         try:
@@ -178,7 +208,8 @@ class Index:
 
     def _refresh_version(self, kind: str, name: str, version: str) -> Change | None:
         path = self.root / kind / name / version
-        old = self.versions.get(path)
+        holder = self._holder(kind)
+        old = holder.get(path)
         record: VersionRecord | None = None
         try:
             info = os.lstat(path)
@@ -190,12 +221,12 @@ class Index:
             if old is None:
                 return None
             self.forget(path)
-            return Change("gone", old)
+            return Change("gone", old) if kind in self.kinds else None
         if old is not None:
             self._count(old, -1)
-        self.versions[path] = record
+        holder[path] = record
         self._count(record, +1)
-        if record.complete and (old is None or not old.complete):
+        if kind in self.kinds and record.complete and (old is None or not old.complete):
             return Change("added", record)
         return None
 

@@ -60,6 +60,13 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "archive_removed": frozenset({"path", "bytes", "reason"}),
     "archive_failed": frozenset({"run_id", "kind", "name", "version", "error"}),
     "version_restored": frozenset({"kind", "name", "version", "path", "bytes", "archive"}),
+    # bentos and the models they need (protect.bento_references)
+    "references_unknown": frozenset(
+        {"run_id", "bento", "path", "reason", "blocked_versions", "blocked_bytes"}
+    ),
+    "bento_reference_invalid": frozenset({"bento", "path", "problem"}),
+    "bento_reference_missing": frozenset({"bento", "path", "model"}),
+    "bentos_broken": frozenset({"run_id", "model", "bentos", "message"}),
     # the census
     "store_problem": frozenset({"path", "problem"}),
     "in_use_scan": frozenset({"processes", "uninspectable", "versions_in_use"}),

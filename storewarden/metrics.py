@@ -61,6 +61,8 @@ PROTECTION_REASONS = (
     policy.PINNED,
     policy.LABEL,
     policy.IN_USE,
+    policy.REFERENCED,
+    policy.REFERENCES_UNKNOWN,
 )
 # The error-level audit events the daemon counts, by name.
 ERROR_EVENTS = ("removal_failed", "check_failed", "config_rejected", "metrics_failed")

@@ -9,8 +9,9 @@ itself and tests can hold the planner to its invariants.
 from __future__ import annotations
 
 import fnmatch
+import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -36,6 +37,12 @@ UNREADABLE = "unreadable"
 PINNED = "pinned"
 LABEL = "label"
 IN_USE = "in_use"
+REFERENCED = "referenced"
+REFERENCES_UNKNOWN = "references_unknown"
+
+# A bento.yaml that changed this recently may be mid-copy: even one that parses
+# may be cut short, so what it lists is not yet all it needs.
+REFERENCE_QUIET_SECONDS = 2.0
 
 
 T = TypeVar("T")
@@ -99,10 +106,102 @@ class Removal:
 
 @dataclass(frozen=True, slots=True)
 class Kept:
-    """A version the plan keeps although it might have been a candidate, and why."""
+    """A version the plan keeps although it might have been a candidate, and why.
+
+    ``referenced_by`` names the bentos that need it (``referenced``).
+    """
 
     version: VersionRecord
     reasons: tuple[str, ...]
+    referenced_by: tuple[str, ...] = ()
+
+
+ModelKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class References:
+    """Which bentos need which model versions, as one plan or re-check sees them.
+
+    ``needed_by`` maps a model's ``(name, version)`` to the bentos that need
+    it; ``needs`` maps a bento's path to the model keys it needs (``latest``
+    resolved). ``unknown`` are the bentos whose needs cannot be known (being
+    written within ``settle``, or a ``bento.yaml`` that cannot be read):
+    while any exists, no model version may go. ``missing`` pairs a bento with
+    a model tag it needs that the store lacks.
+    """
+
+    needed_by: Mapping[ModelKey, tuple[VersionRecord, ...]] = field(default_factory=dict)
+    needs: Mapping[Path, tuple[ModelKey, ...]] = field(default_factory=dict)
+    unknown: tuple[VersionRecord, ...] = ()
+    missing: tuple[tuple[VersionRecord, str], ...] = ()
+
+    def holders(self, record: VersionRecord) -> tuple[VersionRecord, ...]:
+        """Return the bentos that need ``record`` (none for a bento)."""
+        if record.kind != "models":
+            return ()
+        return self.needed_by.get((record.name, record.version), ())
+
+    def protections(self, record: VersionRecord) -> list[str]:
+        """Return the reference protections of ``record``: referenced, references_unknown."""
+        if record.kind != "models":
+            return []
+        reasons = []
+        if self.holders(record):
+            reasons.append(REFERENCED)
+        if self.unknown:
+            reasons.append(REFERENCES_UNKNOWN)
+        return reasons
+
+
+NO_REFERENCES = References()
+
+
+def references_of(snapshot: Snapshot, config: Config, now: datetime) -> References:
+    """Return which bentos of the snapshot need which models, at ``now``.
+
+    A bento's needs are unknown while it has no ``bento.yaml`` that parses
+    (or one changed in the last REFERENCE_QUIET_SECONDS, which may be cut
+    short mid-copy). Within its ``settle`` such a bento may need any model; after
+    it, it is a crashed build that BentoML cannot load, and needs nothing.
+    A bento whose ``bento.yaml`` cannot be read (EACCES, EIO) stays unknown
+    for as long as that lasts: failing safe, as for unreadable pins. A
+    directory ``bentoml build`` left under ``tmp/`` counts only while settling.
+    """
+    if not config.protect.bento_references:
+        return NO_REFERENCES
+    staging = {record.path for record in snapshot.staging}
+    needed_by: dict[ModelKey, list[VersionRecord]] = {}
+    needs: dict[Path, tuple[ModelKey, ...]] = {}
+    unknown: list[VersionRecord] = []
+    missing: list[tuple[VersionRecord, str]] = []
+    models_managed = "models" in config.kinds
+    for bento in sorted(snapshot.dependents(), key=lambda record: record.path):
+        quiet = _age(now, bento.last_change)
+        settling = quiet < effective(config, "bentos", bento.name).settle
+        if bento.references is None or (settling and quiet < REFERENCE_QUIET_SECONDS):
+            if settling or (bento.references is None and not bento.readable):
+                unknown.append(bento)
+            continue
+        if bento.path in staging and not settling:
+            continue  # left behind by a build that crashed: nothing will use it
+        keys = []
+        for tag in bento.references:
+            name, _, version = tag.partition(":")
+            if version == "latest":
+                version = snapshot.pointer_target("models", name) or ""
+            if models_managed and (not version or snapshot.find("models", name, version) is None):
+                missing.append((bento, tag))
+            if version:
+                keys.append((name, version))
+                needed_by.setdefault((name, version), []).append(bento)
+        needs[bento.path] = tuple(keys)
+    return References(
+        {key: tuple(bentos) for key, bentos in needed_by.items()},
+        needs,
+        tuple(unknown),
+        tuple(missing),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +244,7 @@ class Plan:
     kept: tuple[Kept, ...]
     projected: Usage
     shortfall_bytes: int
+    references: References = NO_REFERENCES
 
     @property
     def bytes_to_free(self) -> int:
@@ -235,6 +335,19 @@ def standing_protections(
     return reasons
 
 
+@dataclass(frozen=True, slots=True)
+class _Conditional:
+    """A model only the bentos in ``waiting`` keep: it may go once they all have gone.
+
+    ``reason`` is why it would go then: a retention or abandoned reason, or
+    None for a pressure candidate.
+    """
+
+    version: VersionRecord
+    reason: str | None
+    holders: tuple[VersionRecord, ...]
+
+
 @dataclass
 class _Sorting:
     """The planner's working lists while it classifies versions."""
@@ -242,10 +355,38 @@ class _Sorting:
     mandatory: list[Removal]
     candidates: list[VersionRecord]
     kept: list[Kept]
+    conditional: dict[ModelKey, _Conditional] = field(default_factory=dict)
+
+
+def _keep_or_wait(
+    record: VersionRecord,
+    reasons: list[str],
+    reason_if_free: str | None,
+    references: References,
+    into: _Sorting,
+) -> None:
+    """Keep a version for ``reasons``, or, if bentos that may go are all that keep it, wait.
+
+    A bento can only be removed in this plan if it is a managed version of
+    the store; bentos being built, or of a kind the config leaves alone,
+    keep their models for as long as they are there.
+    """
+    holders = references.holders(record)
+    if reasons == [REFERENCED]:
+        into.conditional[(record.name, record.version)] = _Conditional(
+            record, reason_if_free, holders
+        )
+        return
+    into.kept.append(Kept(record, tuple(reasons), tuple(bento.tag for bento in holders)))
 
 
 def _classify_incomplete(
-    record: VersionRecord, reasons: list[str], settings: Effective, now: datetime, into: _Sorting
+    record: VersionRecord,
+    reasons: list[str],
+    settings: Effective,
+    now: datetime,
+    references: References,
+    into: _Sorting,
 ) -> None:
     """Sort a version without a usable descriptor: protected, or abandoned (removed)."""
     if not record.readable:
@@ -255,9 +396,21 @@ def _classify_incomplete(
         into.kept.append(Kept(record, (INCOMPLETE, *reasons)))
         return
     # A writer still at work (settle) blocks too, even where abandoned_after < settle.
-    blockers = [reason for reason in reasons if reason in (PINNED, IN_USE, SETTLE)]
-    if blockers:
-        into.kept.append(Kept(record, (INCOMPLETE, *blockers)))
+    blockers = [
+        reason
+        for reason in reasons
+        if reason in (PINNED, IN_USE, SETTLE, REFERENCED, REFERENCES_UNKNOWN)
+    ]
+    if blockers == [REFERENCED]:
+        _keep_or_wait(record, blockers, ABANDONED, references, into)
+    elif blockers:
+        into.kept.append(
+            Kept(
+                record,
+                (INCOMPLETE, *blockers),
+                tuple(bento.tag for bento in references.holders(record)),
+            )
+        )
     else:
         into.mandatory.append(Removal(record, ABANDONED))
 
@@ -271,6 +424,7 @@ def _classify_name(
     now: datetime,
     in_use: Mapping[Path, str],
     pins: tuple[str, ...],
+    references: References,
     into: _Sorting,
 ) -> None:
     """Sort the versions of one name into kept, retention removals and pressure candidates."""
@@ -288,25 +442,90 @@ def _classify_name(
         reasons = standing_protections(
             record, config=config, settings=settings, now=now, in_use=in_use, pins=pins
         )
+        reasons.extend(references.protections(record))
         if not record.complete or not record.readable:
-            _classify_incomplete(record, reasons, settings, now, into)
+            _classify_incomplete(record, reasons, settings, now, references, into)
             continue
         if settings.keep_latest and record.version == pointer_target:
             reasons.insert(0, LATEST)
         if record.version in keep_last:
             reasons.append(KEEP_LAST)
-        if reasons:
-            into.kept.append(Kept(record, tuple(reasons)))
-        elif settings.max_age is not None and _age(now, record.creation_time) > settings.max_age:
-            into.mandatory.append(Removal(record, MAX_AGE))
+        reason: str | None = None
+        if settings.max_age is not None and _age(now, record.creation_time) > settings.max_age:
+            reason = MAX_AGE
         elif retained is not None and record.version not in retained:
-            into.mandatory.append(Removal(record, MAX_VERSIONS))
+            reason = MAX_VERSIONS
+        if reasons:
+            _keep_or_wait(record, reasons, reason, references, into)
+        elif reason is not None:
+            into.mandatory.append(Removal(record, reason))
         else:
             into.candidates.append(record)
 
 
 def _oldest_first(record: VersionRecord) -> tuple[datetime, str, str, str]:
     return (record.creation_time, record.kind, record.name, record.version)
+
+
+class _Queue:
+    """Versions in oldest-first order, where removing a bento frees the models it kept.
+
+    A model that only bentos kept joins the queue when the last of them is
+    taken: at its own place in the order (it is older than they are, so it
+    comes next), and always after them.
+    """
+
+    def __init__(self, sorting: _Sorting, references: References) -> None:
+        self._heap: list[tuple[tuple[datetime, str, str, str], int, VersionRecord, str | None]] = []
+        self._count = 0
+        self._sorting = sorting
+        self._references = references
+        self._waiting = {
+            key: {bento.path for bento in conditional.holders}
+            for key, conditional in sorting.conditional.items()
+        }
+
+    def push(self, record: VersionRecord, reason: str | None) -> None:
+        """Add a version, with the reason it goes if it is not a pressure candidate."""
+        self._count += 1
+        heapq.heappush(self._heap, (_oldest_first(record), self._count, record, reason))
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def pop(self) -> tuple[VersionRecord, str | None, list[_Conditional]]:
+        """Take the oldest version; return it, its reason, and the models it freed."""
+        _key, _count, record, reason = heapq.heappop(self._heap)
+        freed = []
+        for key in self._references.needs.get(record.path, ()) if record.kind == "bentos" else ():
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                continue
+            waiting.discard(record.path)
+            if not waiting:
+                del self._waiting[key]
+                freed.append(self._sorting.conditional.pop(key))
+        return record, reason, freed
+
+
+def _take_mandatory(queue: _Queue, sorting: _Sorting) -> list[Removal]:
+    """Return the retention and abandoned removals, oldest first, bentos before their models.
+
+    A model only removed bentos kept joins them if a retention rule would
+    remove it anyway; otherwise it becomes a pressure candidate.
+    """
+    for removal in sorting.mandatory:
+        queue.push(removal.version, removal.reason)
+    mandatory: list[Removal] = []
+    while queue:
+        record, reason, freed = queue.pop()
+        mandatory.append(Removal(record, reason or ABANDONED))
+        for conditional in freed:
+            if conditional.reason is not None:
+                queue.push(conditional.version, conditional.reason)
+            else:
+                sorting.candidates.append(conditional.version)
+    return mandatory
 
 
 def plan(
@@ -317,13 +536,18 @@ def plan(
     *,
     in_use: Mapping[Path, str] | None = None,
     pins: Iterable[str] = (),
+    references: References | None = None,
 ) -> Plan:
     """Given a census, the usage, the config and ``now``, return the ordered Plan.
 
     ``in_use`` maps version paths to what holds them; ``pins`` adds pin globs
-    to the config's (pins made from the command line). Pure: the same inputs
-    give the same plan.
+    to the config's (pins made from the command line); ``references``
+    replaces what :func:`references_of` finds in the snapshot. Pure: the same
+    inputs give the same plan. A model a bento needs goes only in a plan
+    that removes every bento needing it, and after them.
     """
+    if references is None:
+        references = references_of(snapshot, config, now)
     sorting = _Sorting([], [], [])
     for kind, name in snapshot.names():
         _classify_name(
@@ -334,9 +558,11 @@ def plan(
             now=now,
             in_use=in_use or {},
             pins=tuple(pins),
+            references=references,
             into=sorting,
         )
-    mandatory = sorted(sorting.mandatory, key=lambda removal: _oldest_first(removal.version))
+    queue = _Queue(sorting, references)
+    mandatory = _take_mandatory(queue, sorting)
     target = target_of(config)
     triggers = triggers_holding(usage, config)
     projected = usage.after_freeing(sum(removal.bytes for removal in mandatory))
@@ -344,13 +570,29 @@ def plan(
     reserve: list[Removal] = []
     if triggers:
         needed = bytes_needed(projected, target)
-        for record in sorted(sorting.candidates, key=_oldest_first):
+        for record in sorting.candidates:
+            queue.push(record, None)
+        while queue:
+            record, _reason, freed = queue.pop()
+            for conditional in freed:
+                # Its bento goes for pressure, so it does too: a retention reason of
+                # its own would only have applied had its bentos gone without pressure.
+                queue.push(conditional.version, None)
+            removal = Removal(record, triggers[0])
             if needed > 0:
-                pressure.append(Removal(record, triggers[0]))
+                pressure.append(removal)
                 needed -= record.bytes
                 projected = projected.after_freeing(record.bytes)
             else:
-                reserve.append(Removal(record, triggers[0]))
+                reserve.append(removal)
+    for conditional in sorting.conditional.values():
+        sorting.kept.append(
+            Kept(
+                conditional.version,
+                (INCOMPLETE, REFERENCED) if not conditional.version.complete else (REFERENCED,),
+                tuple(bento.tag for bento in conditional.holders),
+            )
+        )
     return Plan(
         triggers=triggers,
         usage=usage,
@@ -360,6 +602,7 @@ def plan(
         kept=tuple(sorting.kept),
         projected=projected,
         shortfall_bytes=bytes_needed(projected, target) if triggers else 0,
+        references=references,
     )
 
 
@@ -370,14 +613,22 @@ def explicit_blockers(
     now: datetime,
     in_use: Mapping[Path, str],
     pins: Iterable[str] = (),
+    references: References = NO_REFERENCES,
 ) -> list[str]:
     """Return why an explicit ``delete`` of a version must be refused (empty: go ahead).
 
     An operator's explicit delete overrides age and count protections but not
-    a pin, a process using the version, or a writer still at work.
+    a pin, a process using the version, a writer still at work, or a bento
+    that needs the model (BentoML's own ``bentoml models delete`` refuses
+    that too).
     """
     settings = effective(config, record.kind, record.name)
     reasons = standing_protections(
         record, config=config, settings=settings, now=now, in_use=in_use, pins=pins
     )
-    return [reason for reason in reasons if reason in (PINNED, IN_USE, SETTLE)]
+    reasons.extend(references.protections(record))
+    return [reason for reason in reasons if reason in EXPLICIT_BLOCKERS]
+
+
+# What an explicit delete does not override (``--force`` does).
+EXPLICIT_BLOCKERS = (PINNED, IN_USE, SETTLE, REFERENCED, REFERENCES_UNKNOWN)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,8 @@ from typing import Literal, Protocol
 import yaml
 
 from storewarden.descriptor import read_plain
+from storewarden.references import bento_references
+from storewarden.tags import MAX_TAG_LENGTH, TAG_PATTERN, is_valid_tag_part
 
 try:  # the C loader is several times faster on thousands of descriptors
     from yaml import CSafeLoader as SafeLoader
@@ -30,12 +31,17 @@ except ImportError:  # pragma: no cover - every wheel on PyPI ships libyaml
     from yaml import SafeLoader  # type: ignore[assignment]
 
 Kind = Literal["models", "bentos"]
+KINDS: tuple[Kind, ...] = ("models", "bentos")
 DESCRIPTORS: Mapping[str, str] = {"models": "model.yaml", "bentos": "bento.yaml"}
 POINTER = "latest"
 # One empty, read-only mapping shared by every version without labels.
 NO_LABELS: Mapping[str, str] = MappingProxyType({})
-TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
-MAX_TAG_LENGTH = 63
+# Where `bentoml build` assembles a bento before it copies it into bentos/:
+# $BENTOML_HOME/tmp/bentoml_bento_<name><random>. The bento resolves its model
+# tags while that directory exists, so a model it will need is named there
+# (in its bento.yaml) before the bento appears in the store.
+STAGING_DIRECTORY = "tmp"
+STAGING_PREFIX = "bentoml_bento_"
 # A descriptor is a few KiB; anything far larger is not one BentoML wrote.
 MAX_DESCRIPTOR_BYTES = 4 * 1024 * 1024
 # A creation_time further ahead of the wall clock than this is not real (a clock
@@ -44,9 +50,7 @@ MAX_DESCRIPTOR_BYTES = 4 * 1024 * 1024
 FUTURE_TOLERANCE = timedelta(hours=1)
 
 
-def is_valid_tag_part(text: str) -> bool:
-    """Return whether ``text`` is a valid BentoML name or version."""
-    return len(text) <= MAX_TAG_LENGTH and TAG_PATTERN.match(text) is not None
+__all__ = ["MAX_TAG_LENGTH", "TAG_PATTERN", "is_valid_tag_part"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,12 @@ class VersionRecord:
     the newest mtime *or ctime* of anything inside: BentoML copies files with
     ``shutil.copytree``, which copies the source's mtime, so only ctime shows
     that a file was written just now.
+
+    ``references`` are the model tags (``name:version``, or ``name:latest``)
+    a bento needs from the store (see storewarden.references); ``None`` when
+    they cannot be known (no ``bento.yaml``, or one that does not parse or
+    cannot be read). Models always have ``()``. ``reference_problems`` lists
+    entries of ``bento.yaml`` that name no valid tag.
     """
 
     kind: Kind
@@ -72,6 +82,8 @@ class VersionRecord:
     complete: bool
     readable: bool = True
     problem: str | None = None
+    references: tuple[str, ...] | None = ()
+    reference_problems: tuple[str, ...] = ()
 
     @property
     def tag(self) -> str:
@@ -111,12 +123,20 @@ class Problem:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The store at one moment: every version, every pointer, every problem."""
+    """The store at one moment: every version, every pointer, every problem.
+
+    ``versions`` are those of the managed kinds. ``others`` are bentos of a
+    kind the config does not manage, and ``staging`` the bentos ``bentoml
+    build`` is assembling under ``$BENTOML_HOME/tmp``: never removed, read
+    only for the models they need.
+    """
 
     root: Path
     versions: tuple[VersionRecord, ...]
     pointers: Mapping[tuple[str, str], Pointer]
     problems: tuple[Problem, ...] = ()
+    others: tuple[VersionRecord, ...] = ()
+    staging: tuple[VersionRecord, ...] = ()
     _by_key: dict[tuple[str, str], tuple[VersionRecord, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -153,6 +173,11 @@ class Snapshot:
         """Return the version the pointer of ``kind``/``name`` validly names, or None."""
         pointer = self.pointers.get((kind, name))
         return pointer.target if pointer is not None and pointer.problem is None else None
+
+    def dependents(self) -> tuple[VersionRecord, ...]:
+        """Return every bento that may need models: managed, unmanaged and being built."""
+        managed = tuple(record for record in self.versions if record.kind == "bentos")
+        return (*managed, *self.others, *self.staging)
 
 
 class RecordCache(Protocol):
@@ -274,23 +299,28 @@ def walk_version(path: Path, filesystem: FileSystem, seen: set[tuple[int, int]])
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
-    """What the census takes from model.yaml / bento.yaml."""
+    """What the census takes from model.yaml / bento.yaml (the models a bento needs too)."""
 
     creation_time: datetime | None
     labels: Mapping[str, str]
     problem: str | None
+    references: tuple[str, ...] = ()
+    reference_problems: tuple[str, ...] = ()
 
 
 _SCALARS = (str, int, float, bool)
 
 
 def parse_descriptor(raw: bytes) -> Descriptor:
-    """Given the bytes of a descriptor, return its creation time and labels.
+    """Given the bytes of a descriptor, return its creation time, labels and references.
 
     A descriptor that is not YAML, not a mapping, or too large is returned
     with ``problem`` set and no creation time; the census then treats the
     version as incomplete. A missing or unparseable ``creation_time`` alone is
     not fatal (the caller falls back to the directory's mtime and flags it).
+    ``references`` are the model entries of a bento.yaml; the fast reader
+    only accepts documents without any sequence, so a document it reads
+    lists no model at all.
     """
     if len(raw) > MAX_DESCRIPTOR_BYTES:
         return Descriptor(None, NO_LABELS, "descriptor is too large")
@@ -304,7 +334,8 @@ def parse_descriptor(raw: bytes) -> Descriptor:
         return Descriptor(parse_creation_time(plain[0]), plain[1] or NO_LABELS, None)
     try:
         data = yaml.load(raw, Loader=SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
+        # ValueError/OverflowError: a scalar Python cannot build (a date 2026-13-45).
         return Descriptor(None, NO_LABELS, "descriptor is not valid YAML")
     if not isinstance(data, dict):
         return Descriptor(None, NO_LABELS, "descriptor is not a mapping")
@@ -320,7 +351,14 @@ def parse_descriptor(raw: bytes) -> Descriptor:
         if isinstance(labels_data, dict)
         else {}
     )
-    return Descriptor(parse_creation_time(data.get("creation_time")), labels or NO_LABELS, None)
+    references, reference_problems = bento_references(data)
+    return Descriptor(
+        parse_creation_time(data.get("creation_time")),
+        labels or NO_LABELS,
+        None,
+        references,
+        reference_problems,
+    )
 
 
 def parse_creation_time(value: object) -> datetime | None:
@@ -398,9 +436,12 @@ def census_version(
         return None
     descriptor_path = path / DESCRIPTORS[kind]
     problem: str | None = None
+    readable = walk.readable
+    parsed = False  # the descriptor was read and parses: a bento's references are known
     try:
         descriptor = parse_descriptor(filesystem.read_bytes(descriptor_path, MAX_DESCRIPTOR_BYTES))
         problem = descriptor.problem
+        parsed = problem is None
     except FileNotFoundError:
         try:
             filesystem.lstat(path)
@@ -411,7 +452,13 @@ def census_version(
     except OSError as error:
         descriptor = Descriptor(None, NO_LABELS, None)
         problem = f"cannot read {DESCRIPTORS[kind]}: {error.strerror or error}"
-    complete = problem is None and walk.readable
+        # Only "not there" or "does not parse" can mean half written. A read
+        # error (EACCES while BentoML, as another user, reads it; EIO) says
+        # nothing of the version: it is unreadable, which protects it. A
+        # FIFO or directory in the descriptor's place is no descriptor at all.
+        if error.errno != errno.EINVAL:
+            readable = False
+    complete = problem is None and readable
     if not walk.readable and problem is None:
         problem = "unreadable entries inside"
     creation_time = descriptor.creation_time
@@ -422,6 +469,11 @@ def census_version(
         creation_time = file_time(top.st_mtime)
         if problem is None:
             problem = "no usable creation_time; directory mtime used"
+    references: tuple[str, ...] | None = ()
+    if kind == "bentos":
+        references = (
+            _outside_own_models(path, descriptor.references, filesystem) if parsed else None
+        )
     return VersionRecord(
         kind=kind,
         name=name,
@@ -433,9 +485,42 @@ def census_version(
         bytes=walk.bytes,
         last_change=file_time(walk.last_change),
         complete=complete,
-        readable=walk.readable,
+        readable=readable,
         problem=problem,
+        references=references,
+        reference_problems=descriptor.reference_problems if kind == "bentos" else (),
     )
+
+
+def _outside_own_models(
+    bento: Path, references: tuple[str, ...], filesystem: FileSystem
+) -> tuple[str, ...]:
+    """Return the references a bento's own ``models/`` directory does not hold.
+
+    An older or imported bento may carry copies of its models; BentoML then
+    loads them from there. A model counts as carried only if its version
+    directory is really inside (BentoML's CLI skips any bento that has a
+    ``models/`` directory at all, even an empty one, which its loader then
+    ignores: the warden stays on the safe side of both).
+    """
+    if not references:
+        return references
+    try:
+        info = filesystem.lstat(bento / "models")
+    except OSError:
+        return references
+    if not stat.S_ISDIR(info.st_mode):
+        return references
+    needed = []
+    for reference in references:
+        name, _, version = reference.partition(":")
+        try:
+            carried = stat.S_ISDIR(filesystem.lstat(bento / "models" / name / version).st_mode)
+        except OSError:
+            carried = False
+        if not carried or version == "latest":
+            needed.append(reference)
+    return tuple(needed)
 
 
 def _entries(path: Path, filesystem: FileSystem) -> Iterator[os.DirEntry[str]] | None:
@@ -504,41 +589,99 @@ def _census_name(
 
 def census(
     root: Path,
-    kinds: Iterable[Kind] = ("models", "bentos"),
+    kinds: Iterable[Kind] = KINDS,
     filesystem: FileSystem | None = None,
     cache: RecordCache | None = None,
 ) -> Snapshot:
     """Given a store root, return a Snapshot of its versions, pointers and problems.
 
-    A missing ``models/`` or ``bentos/`` is an empty kind. Raise
-    FileNotFoundError if the root itself does not exist, PermissionError if
-    it cannot be read.
+    A missing ``models/`` or ``bentos/`` is an empty kind. Bentos are read
+    even when ``kinds`` leaves them out, for the models they need (they go
+    to ``others``), and so are the bentos ``bentoml build`` is assembling
+    (``staging``). Raise FileNotFoundError if the root itself does not
+    exist, PermissionError if it cannot be read.
     """
     filesystem = filesystem or FileSystem()
     if not root.is_dir():
         raise FileNotFoundError(f"store {root} does not exist or is not a directory")
+    managed = tuple(kinds)
     versions: list[VersionRecord] = []
     pointers: dict[tuple[str, str], Pointer] = {}
     problems: list[Problem] = []
     seen: set[tuple[int, int]] = set()
-    for kind in kinds:
-        kind_dir = root / kind
-        try:
-            kind_info = filesystem.lstat(kind_dir)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(kind_info.st_mode):
-            problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
-            continue
-        for name_entry in _entries(kind_dir, filesystem) or ():
-            _census_name(kind, name_entry, filesystem, seen, versions, pointers, problems, cache)
+    for kind in managed:
+        _census_kind(kind, root, filesystem, seen, versions, pointers, problems, cache)
+    others: list[VersionRecord] = []
+    if "bentos" not in managed:
+        # Read for their references only: their pointers and problems are not ours.
+        _census_kind("bentos", root, filesystem, set(), others, {}, [], cache)
     snapshot = Snapshot(root=root, versions=tuple(versions), pointers=pointers)
     return Snapshot(
         root=root,
         versions=snapshot.versions,
         pointers=check_targets(snapshot),
         problems=tuple(problems),
+        others=tuple(others),
+        staging=census_staging(root, filesystem),
     )
+
+
+def _census_kind(
+    kind: Kind,
+    root: Path,
+    filesystem: FileSystem,
+    seen: set[tuple[int, int]],
+    versions: list[VersionRecord],
+    pointers: dict[tuple[str, str], Pointer],
+    problems: list[Problem],
+    cache: RecordCache | None,
+) -> None:
+    """Add one kind directory's versions, pointers and problems to the census lists."""
+    kind_dir = root / kind
+    try:
+        kind_info = filesystem.lstat(kind_dir)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(kind_info.st_mode):
+        problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
+        return
+    for name_entry in _entries(kind_dir, filesystem) or ():
+        _census_name(kind, name_entry, filesystem, seen, versions, pointers, problems, cache)
+
+
+def staging_name(directory: str) -> str:
+    """Return the bento name in a staging directory's name (``bentoml_bento_<name><8 random>``)."""
+    return directory[len(STAGING_PREFIX) : -8] or "unknown"
+
+
+def census_staging(root: Path, filesystem: FileSystem | None = None) -> tuple[VersionRecord, ...]:
+    """Return the bentos ``bentoml build`` is assembling under ``<root>/tmp``, as records.
+
+    Each is read like a bento version (its ``bento.yaml`` says which models
+    it needs; none yet means unknown). Nothing here is ever removed: the
+    directory is BentoML's. A ``tmp`` that is missing or unreadable holds none.
+    """
+    filesystem = filesystem or FileSystem()
+    staging_dir = root / STAGING_DIRECTORY
+    try:
+        entries = filesystem.scandir(staging_dir)
+    except OSError:
+        return ()
+    found = []
+    for entry in sorted(entries, key=lambda item: item.name):
+        if not entry.name.startswith(STAGING_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        record = census_version(
+            "bentos", staging_name(entry.name), staging_dir / entry.name, filesystem, set()
+        )
+        if record is not None:
+            found.append(record)
+    return tuple(found)
 
 
 def check_targets(snapshot: Snapshot) -> dict[tuple[str, str], Pointer]:
@@ -557,3 +700,76 @@ def check_targets(snapshot: Snapshot) -> dict[tuple[str, str], Pointer]:
             else pointer
         )
     return checked
+
+
+class BentoScan:
+    """The store's bentos as they are on disk now, for the re-check before a model goes.
+
+    Each :meth:`read` lists ``bentos/`` afresh (a bento built since the plan
+    must protect its models) but reads a version again only where its
+    directory changed since it was last read (inode, mtime, ctime) or where
+    it may still be written (changed after ``changed_since``). Records of
+    unchanged versions come from ``cache`` (the census cache) when given.
+    """
+
+    def __init__(
+        self, root: Path, filesystem: FileSystem | None = None, cache: RecordCache | None = None
+    ) -> None:
+        self.root = root
+        self.filesystem = filesystem or FileSystem()
+        self.cache = cache
+        self._known: dict[Path, tuple[Stamp, VersionRecord]] = {}
+
+    def read(self, changed_since: datetime) -> tuple[VersionRecord, ...]:
+        """Return every bento version in the store now."""
+        found: list[VersionRecord] = []
+        kind_dir = self.root / "bentos"
+        try:
+            names = self.filesystem.scandir(kind_dir)
+        except OSError:
+            return ()
+        for name_entry in names:
+            if not is_valid_tag_part(name_entry.name) or not _is_real_dir(name_entry):
+                continue
+            name_path = kind_dir / name_entry.name
+            try:
+                entries = self.filesystem.scandir(name_path)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name == POINTER or not is_valid_tag_part(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    record = self._record(
+                        name_entry.name, name_path / entry.name, info, changed_since
+                    )
+                    if record is not None:
+                        found.append(record)
+        return tuple(found)
+
+    def _record(
+        self, name: str, path: Path, info: os.stat_result, changed_since: datetime
+    ) -> VersionRecord | None:
+        stamp = Stamp.of(info)
+        known = self._known.get(path)
+        if known is not None and known[0] == stamp and known[1].last_change < changed_since:
+            return known[1]
+        record = None
+        if self.cache is not None:
+            record = self.cache.lookup("bentos", name, path.name, path, stamp)
+        if record is None or record.last_change >= changed_since:
+            record = census_version("bentos", name, path, self.filesystem, set())
+        if record is not None:
+            self._known[path] = (stamp, record)
+        return record
+
+
+def _is_real_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False

@@ -44,6 +44,7 @@ class ChangeRecorder(FileSystemEventHandler):
     """Collects what events touched (debounced by the caller) and calls ``on_change``."""
 
     def __init__(self, index: Index, on_change: Callable[[], None]) -> None:
+        self.index = index
         self._index = index
         self._on_change = on_change
         self._lock = threading.Lock()
@@ -61,7 +62,7 @@ class ChangeRecorder(FileSystemEventHandler):
             if touched is None:
                 root = str(self._index.root).rstrip("/")
                 parent = os.path.dirname(path)
-                if parent == root and os.path.basename(path) in self._index.kinds:
+                if parent == root and os.path.basename(path) in self._index.watched_kinds:
                     touched = (os.path.basename(path), None, None)
             if touched is not None:
                 with self._lock:

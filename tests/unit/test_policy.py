@@ -7,6 +7,7 @@ chosen, and ``now`` is injected, so every case states exactly what it sets.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -678,3 +679,238 @@ def test_the_settle_period_of_an_explicit_delete_follows_the_rule_for_the_name()
     cfg = config(protect={"settle": "10m"}, rules=[{"match": "iris", "settle": "1h"}])
 
     assert policy.explicit_blockers(version, config=cfg, now=NOW, in_use={}) == ["settle"]
+
+
+# -- bentos and the models they need ---------------------------------------------------
+
+
+def bento(
+    name: str,
+    version: str,
+    needs: tuple[str, ...] | None,
+    *,
+    age: timedelta = 10 * DAY,
+    changed: timedelta | None = None,
+    size: int = 1000,
+    readable: bool = True,
+) -> VersionRecord:
+    """Return a bento version that needs ``needs`` (None: its needs are unknown)."""
+    base = record(
+        name,
+        version,
+        kind="bentos",
+        age=age,
+        changed=changed,
+        size=size,
+        complete=needs is not None,
+        readable=readable,
+    )
+    return replace(base, references=needs)
+
+
+def test_a_model_a_bento_needs_is_kept_under_pressure_and_names_the_bento() -> None:
+    old, new = series("iris", 2)
+    svc = bento("svc", "b1", (old.tag,), age=DAY)
+
+    plan = policy.plan(snapshot(old, new, svc), usage(99), config(protect={"pins": ["svc:*"]}), NOW)
+
+    assert removed(plan) == [new.tag]
+    (kept,) = [kept for kept in plan.kept if kept.version == old]
+    assert kept.reasons == ("referenced",)
+    assert kept.referenced_by == ("svc:b1",)
+
+
+def test_a_referenced_model_goes_right_after_the_last_bento_that_needed_it() -> None:
+    # The model is the oldest version, but it can only go once svc:b1 has gone.
+    model, other = record("iris", "m1", age=30 * DAY), record("mnist", "m2", age=20 * DAY)
+    svc = bento("svc", "b1", (model.tag,), age=25 * DAY)
+
+    plan = policy.plan(snapshot(model, other, svc), usage(99), config(), NOW)
+
+    assert removed(plan) == ["svc:b1", "iris:m1", "mnist:m2"]
+
+
+def test_a_model_two_bentos_need_goes_only_after_both() -> None:
+    model = record("iris", "m1", age=30 * DAY)
+    first, second = (
+        bento("svc", "b1", (model.tag,), age=25 * DAY),
+        bento("svc", "b2", (model.tag,), age=5 * DAY),
+    )
+    filler = record("mnist", "m2", age=10 * DAY)
+
+    plan = policy.plan(snapshot(model, first, second, filler), usage(99), config(), NOW)
+
+    assert removed(plan) == ["svc:b1", "mnist:m2", "svc:b2", "iris:m1"]
+
+
+def test_a_model_a_protected_bento_needs_is_never_removed() -> None:
+    model = record("iris", "m1", age=30 * DAY)
+    svc = bento("svc", "b1", (model.tag,), age=25 * DAY)
+
+    plan = policy.plan(snapshot(model, svc), usage(99), config(protect={"pins": ["svc:*"]}), NOW)
+
+    assert removed(plan) == []
+    assert kept_reasons(plan) == {"iris:m1": ("referenced",), "svc:b1": ("pinned",)}
+
+
+def test_when_a_bento_is_not_needed_for_the_target_its_model_waits_in_the_reserve() -> None:
+    model = record("iris", "m1", age=30 * DAY, size=10_000)
+    svc = bento("svc", "b1", (model.tag,), age=25 * DAY, size=10_000)
+
+    # 86% -> 75%: 11 000 bytes; the bento alone is not enough, so both go.
+    plan = policy.plan(snapshot(model, svc), usage(86), config(), NOW)
+    assert removed(plan) == ["svc:b1", "iris:m1"]
+
+    # 85.5% -> 75%: the bento's 10 000 bytes are not enough either; at 80% it is.
+    plan = policy.plan(
+        snapshot(model, svc),
+        usage(85),
+        config(trigger={"high_percent": 85, "low_percent": 76}),
+        NOW,
+    )
+    assert removed(plan) == ["svc:b1"]
+    assert [removal.version.tag for removal in plan.reserve] == ["iris:m1"]
+
+
+def test_retention_of_a_bento_frees_its_model_for_its_own_retention() -> None:
+    model_old, model_new = series("iris", 2)
+    svc_old = bento("svc", "b1", (model_old.tag,), age=30 * DAY)
+    svc_new = bento("svc", "b2", (model_new.tag,), age=DAY)
+
+    plan = policy.plan(
+        snapshot(model_old, model_new, svc_old, svc_new),
+        usage(10),
+        config(retention={"max_versions": 1}),
+        NOW,
+    )
+
+    assert removed(plan) == ["svc:b1", model_old.tag]
+    assert [removal.reason for removal in plan.removals] == ["max_versions", "max_versions"]
+
+
+def test_a_bento_by_name_latest_needs_the_version_latest_names() -> None:
+    old, new = series("iris", 2)
+    svc = bento("svc", "b1", ("iris:latest",), age=DAY)
+
+    plan = policy.plan(
+        snapshot(old, new, svc, latest={("models", "iris"): old.version}),
+        usage(99),
+        config(protect={"pins": ["svc:*"]}),
+        NOW,
+    )
+
+    assert removed(plan) == [new.tag]
+    assert kept_reasons(plan)[old.tag] == ("referenced",)
+
+
+def test_a_bento_being_written_blocks_every_model_removal_while_it_settles() -> None:
+    models = series("iris", 3)
+    building = bento("svc", "b1", None, changed=timedelta(minutes=2))
+
+    plan = policy.plan(snapshot(*models, building), usage(99), config(protect={"settle": 600}), NOW)
+
+    assert removed(plan) == []
+    assert plan.references.unknown == (building,)
+    assert all("references_unknown" in kept.reasons for kept in plan.kept if kept.version in models)
+
+
+def test_a_half_written_bento_older_than_settle_is_a_crashed_build_and_blocks_nothing() -> None:
+    models = series("iris", 3)
+    crashed = bento("svc", "b1", None, changed=timedelta(minutes=11))
+
+    plan = policy.plan(snapshot(*models, crashed), usage(99), config(protect={"settle": 600}), NOW)
+
+    assert plan.references.unknown == ()
+    assert removed(plan) == [model.tag for model in models]
+
+
+def test_a_bento_yaml_changed_in_the_last_seconds_is_not_trusted_yet() -> None:
+    model = record("iris", "m1")
+    fresh = bento("svc", "b1", (), changed=timedelta(seconds=1))
+
+    plan = policy.plan(snapshot(model, fresh), usage(99), config(protect={"settle": 600}), NOW)
+
+    assert removed(plan) == []
+    assert plan.references.unknown == (fresh,)
+
+
+def test_a_bento_whose_bento_yaml_cannot_be_read_blocks_model_removals_until_fixed() -> None:
+    model = record("iris", "m1")
+    unreadable = bento("svc", "b1", None, changed=30 * DAY, readable=False)
+
+    plan = policy.plan(snapshot(model, unreadable), usage(99), config(), NOW)
+
+    assert removed(plan) == []
+    assert plan.references.unknown == (unreadable,)
+
+
+def test_bentos_of_an_unmanaged_kind_and_bentos_being_built_still_protect_models() -> None:
+    kept_by_other, kept_by_staging, free = (
+        record("iris", "m1", age=30 * DAY),
+        record("iris", "m2", age=29 * DAY),
+        record("iris", "m3", age=28 * DAY),
+    )
+    other = bento("svc", "b1", (kept_by_other.tag,), age=DAY)
+    staging = replace(
+        bento("svc", "bentoml_bento_svcabcd1234", (kept_by_staging.tag,), changed=timedelta(0)),
+        last_change=NOW - timedelta(seconds=30),
+    )
+    store = replace(
+        snapshot(kept_by_other, kept_by_staging, free), others=(other,), staging=(staging,)
+    )
+
+    plan = policy.plan(store, usage(99), config(kinds=["models"], protect={"settle": 600}), NOW)
+
+    assert removed(plan) == [free.tag]
+    assert kept_reasons(plan) == {
+        kept_by_other.tag: ("referenced",),
+        kept_by_staging.tag: ("referenced",),
+    }
+
+
+def test_a_build_directory_left_by_a_crashed_build_protects_nothing_after_settle() -> None:
+    model = record("iris", "m1")
+    staging = bento("svc", "bentoml_bento_svcabcd1234", (model.tag,), changed=timedelta(minutes=11))
+    store = replace(snapshot(model), staging=(staging,))
+
+    plan = policy.plan(store, usage(99), config(protect={"settle": 600}), NOW)
+
+    assert removed(plan) == [model.tag]
+
+
+def test_bento_references_off_protects_nothing() -> None:
+    model = record("iris", "m1", age=30 * DAY)
+    svc = bento("svc", "b1", (model.tag,), age=DAY)
+    building = bento("svc", "b2", None, changed=timedelta(seconds=5))
+
+    plan = policy.plan(
+        snapshot(model, svc, building),
+        usage(99),
+        config(protect={"bento_references": False, "pins": ["svc:*"]}),
+        NOW,
+    )
+
+    assert removed(plan) == [model.tag]
+
+
+def test_a_model_tag_no_version_in_the_store_carries_is_reported_missing() -> None:
+    svc = bento("svc", "b1", ("iris:gone", "iris:latest"), age=DAY)
+
+    plan = policy.plan(snapshot(svc), usage(10), config(), NOW)
+
+    assert [(bento.tag, tag) for bento, tag in plan.references.missing] == [
+        ("svc:b1", "iris:gone"),
+        ("svc:b1", "iris:latest"),
+    ]
+
+
+def test_an_explicit_delete_is_refused_for_a_model_a_bento_needs() -> None:
+    model = record("iris", "m1")
+    svc = bento("svc", "b1", (model.tag,))
+    references = policy.references_of(snapshot(model, svc), config(), NOW)
+
+    blockers = policy.explicit_blockers(
+        model, config=config(), now=NOW, in_use={}, references=references
+    )
+
+    assert blockers == ["referenced"]

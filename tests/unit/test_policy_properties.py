@@ -30,6 +30,9 @@ KINDS: tuple[Kind, ...] = ("models", "bentos")
 NAMES = ("iris", "llm", "llm-big", "svc")
 VERSION_PREFIXES = ("z", "a", "x0", "b9", "c")
 PIN_PATTERNS = ("iris:*", "llm*:*", "*:a*", "svc:b1", "*:*1", "nothing:*")
+# Model tags a bento may name besides the generated versions: by latest, or missing.
+MODEL_TAGS = ("iris:latest", "llm:latest", "ghost:v1")
+QUIET_SECONDS = 2.0
 LABEL_SETS: tuple[dict[str, str], ...] = (
     {},
     {"stage": "prod"},
@@ -75,6 +78,17 @@ def version_records(draw: st.DrawFn) -> list[VersionRecord]:
         changed = NOW - timedelta(seconds=draw(st.integers(0, 3 * DAY)))
         state = draw(st.sampled_from(["complete"] * 4 + ["incomplete", "unreadable"]))
         complete = state == "complete"
+        references: tuple[str, ...] | None = ()
+        if kind == "bentos":
+            # As the census reports them: known only from a parsed bento.yaml.
+            models = [
+                f"{other.name}:{other.version}" for other in records if other.kind == "models"
+            ]
+            references = (
+                tuple(draw(st.lists(st.sampled_from([*models, *MODEL_TAGS]), max_size=3)))
+                if complete
+                else None
+            )
         records.append(
             VersionRecord(
                 kind=kind,
@@ -90,6 +104,7 @@ def version_records(draw: st.DrawFn) -> list[VersionRecord]:
                 complete=complete,
                 readable=state != "unreadable",
                 problem=None if complete else "no model.yaml",
+                references=references,
             )
         )
     return records
@@ -159,6 +174,7 @@ def configs(draw: st.DrawFn) -> Config:
         "abandoned_after": draw(st.integers(0, 3 * DAY)),
         "pins": draw(st.lists(st.sampled_from(PIN_PATTERNS), max_size=2)),
         "labels": draw(st.sampled_from(PROTECTED_LABELS)),
+        "bento_references": draw(st.sampled_from([True, True, True, False])),
     }
     retention = {
         "max_versions": draw(optional_counts),
@@ -248,11 +264,61 @@ def newest_complete(snapshot: Snapshot, record: VersionRecord) -> list[VersionRe
     return sorted(same, key=lambda other: (other.creation_time, other.version), reverse=True)
 
 
+def bentos_of(case: Case) -> list[VersionRecord]:
+    """Return the bento versions of the case."""
+    return [record for record in case.snapshot.versions if record.kind == "bentos"]
+
+
+def needs_are_known(case: Case, bento: VersionRecord) -> bool:
+    """Return whether a bento's model list can be trusted now (read, and not mid-copy)."""
+    quiet = seconds_between(NOW, bento.last_change)
+    settling = quiet < settings_for(case.config, "bentos", bento.name).settle
+    return bento.references is not None and not (settling and quiet < QUIET_SECONDS)
+
+
+def unknown_bentos(case: Case) -> list[VersionRecord]:
+    """Return the bentos that may need any model: being written, or unreadable."""
+    if not case.config.protect.bento_references:
+        return []
+    found = []
+    for bento in bentos_of(case):
+        settling = seconds_between(NOW, bento.last_change) < (
+            settings_for(case.config, "bentos", bento.name).settle
+        )
+        if not needs_are_known(case, bento) and (
+            settling or (bento.references is None and not bento.readable)
+        ):
+            found.append(bento)
+    return found
+
+
+def holders_of(case: Case, record: VersionRecord) -> list[VersionRecord]:
+    """Return the bentos that need a model version (``name:latest`` as the pointer says)."""
+    if record.kind != "models" or not case.config.protect.bento_references:
+        return []
+    pointer = case.snapshot.pointers.get(("models", record.name))
+    latest = pointer.target if pointer is not None and pointer.problem is None else None
+    wanted = {record.tag} | ({f"{record.name}:latest"} if latest == record.version else set())
+    return [
+        bento
+        for bento in bentos_of(case)
+        if needs_are_known(case, bento) and wanted & set(bento.references or ())
+    ]
+
+
 def protections(case: Case, record: VersionRecord) -> set[str]:
-    """Return every reason the record must not be removed automatically."""
+    """Return every reason the record must not be removed automatically.
+
+    ``referenced`` is the one protection a plan may lift: by removing, before
+    the model, every bento that needs it.
+    """
     config = case.config
     wanted = settings_for(config, record.kind, record.name)
     reasons = set()
+    if holders_of(case, record):
+        reasons.add("referenced")
+    if record.kind == "models" and unknown_bentos(case):
+        reasons.add("references_unknown")
     if any(fnmatch.fnmatchcase(record.tag, pin) for pin in (*config.protect.pins, *case.pins)):
         reasons.add("pinned")
     if record.path in case.in_use:
@@ -332,8 +398,22 @@ def mandatory_part(plan: Plan) -> list[VersionRecord]:
 def test_no_protected_version_is_ever_planned_for_removal(case: Case) -> None:
     plan = plan_of(case)
 
-    for removal in (*plan.removals, *plan.reserve):
-        assert protections(case, removal.version) == set(), removal
+    sequence = [removal.version for removal in (*plan.removals, *plan.reserve)]
+    for position, record in enumerate(sequence):
+        assert protections(case, record) - {"referenced"} == set(), record
+        # A model a bento needs goes only after every bento that needs it.
+        for bento in holders_of(case, record):
+            assert bento in sequence[:position], (record, bento)
+
+
+def released_models(case: Case) -> list[VersionRecord]:
+    """Return the models only bentos keep, where every such bento is itself unprotected."""
+    return [
+        record
+        for record in case.snapshot.versions
+        if protections(case, record) == {"referenced"}
+        and all(not protections(case, bento) for bento in holders_of(case, record))
+    ]
 
 
 @PROPERTY_SETTINGS
@@ -372,6 +452,14 @@ def test_removals_without_pressure_are_exactly_the_unprotected_abandoned_and_ret
         for record in case.snapshot.versions
         if not protections(case, record) and (reason := mandatory_reason(case, record)) is not None
     }
+    # A model whose bentos all go without pressure goes too, if it is due itself.
+    bentos_going = {path for path in expected if path.parts[len(ROOT.parts)] == "bentos"}
+    for record in released_models(case):
+        reason = mandatory_reason(case, record)
+        if reason is not None and all(
+            bento.path in bentos_going for bento in holders_of(case, record)
+        ):
+            expected[record.path] = reason
     planned = {
         removal.version.path: removal.reason
         for removal in plan.removals
@@ -393,6 +481,11 @@ def test_pressure_acts_only_while_a_trigger_holds_and_on_every_eligible_candidat
         for record in case.snapshot.versions
         if not protections(case, record) and mandatory_reason(case, record) is None
     }
+    mandatory = {removal.version.path for removal in plan.removals} - {
+        record.path for record in pressure_part(plan)
+    }
+    # A model only unprotected bentos keep is a candidate once they go.
+    eligible |= {record.path for record in released_models(case) if record.path not in mandatory}
     considered = {record.path for record in pressure_part(plan)} | {
         removal.version.path for removal in plan.reserve
     }
@@ -409,10 +502,16 @@ def test_mandatory_removals_come_first_then_pressure_oldest_first(case: Case) ->
 
     reasons = [removal.reason in policy.TRIGGERS for removal in plan.removals]
     assert reasons == sorted(reasons)  # every mandatory removal before any pressure one
-    pressure = pressure_part(plan)
+    # Models freed by a bento's removal come right after it, out of time order.
+    released = {record.path for record in released_models(case)}
+    pressure = [record for record in pressure_part(plan) if record.path not in released]
     times = [record.creation_time for record in pressure]
     assert times == sorted(times)
-    reserve_times = [removal.version.creation_time for removal in plan.reserve]
+    reserve_times = [
+        removal.version.creation_time
+        for removal in plan.reserve
+        if removal.version.path not in released
+    ]
     assert reserve_times == sorted(reserve_times)
     if pressure and reserve_times:
         assert max(times) <= min(reserve_times)
