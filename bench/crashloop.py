@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from genstore import generate_store
 
 from storewarden.logs import SchemaError, check_event
+from storewarden.store import parse_descriptor
 
 DESCRIPTORS = {"models": "model.yaml", "bentos": "bento.yaml"}
 KINDS = ("models", "bentos")
@@ -243,6 +244,30 @@ def check_store(
     for kind, name, version in sorted(baseline.protected - remaining):
         problems.append(f"protected version removed: {kind}/{name}:{version}")
     problems.extend(_check_events(baseline, remaining, events))
+    problems.extend(bentos_without_models(baseline.root))
+    return problems
+
+
+def bentos_without_models(root: Path) -> list[str]:
+    """Return each bento in the store that lacks a model version its bento.yaml names.
+
+    Such a bento can no longer be served or containerized (BentoML: "Model
+    ... could not be found locally"); the warden must never leave one.
+    """
+    problems = []
+    bentos = root / "bentos"
+    for name in sorted(os.listdir(bentos)) if bentos.is_dir() else []:
+        for version in sorted(os.listdir(bentos / name)):
+            descriptor = bentos / name / version / "bento.yaml"
+            if version == "latest" or not descriptor.is_file():
+                continue
+            for tag in parse_descriptor(descriptor.read_bytes()).references:
+                model, _, model_version = tag.partition(":")
+                if model_version == "latest":
+                    pointer = root / "models" / model / "latest"
+                    model_version = pointer.read_text() if pointer.is_file() else ""
+                if not (root / "models" / model / model_version / "model.yaml").is_file():
+                    problems.append(f"bento {name}:{version} lacks the model {tag} it needs")
     return problems
 
 

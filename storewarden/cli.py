@@ -167,6 +167,9 @@ def check(config_path: Path | None, store: Path | None) -> None:
 def _status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
     snapshot = view.snapshot
     protected = {kept.version.path: list(kept.reasons) for kept in view.plan.kept}
+    referenced = {
+        kept.version.path: list(kept.referenced_by) for kept in view.plan.kept if kept.referenced_by
+    }
     planned = {removal.version.path: removal.reason for removal in view.plan.removals}
     names = []
     for kind, name in snapshot.names():
@@ -188,6 +191,7 @@ def _status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
                         "complete": record.complete,
                         "labels": dict(record.labels),
                         "protected": protected.get(record.path, []),
+                        "referenced_by": referenced.get(record.path, []),
                         "would_remove": planned.get(record.path),
                         "problem": record.problem,
                     }
@@ -206,8 +210,17 @@ def _status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
             {"path": str(problem.path), "problem": problem.reason} for problem in snapshot.problems
         ],
         "processes_uninspectable": view.in_use.uninspectable,
+        "references_unknown": _unknown_data(view.plan),
         **_pins_data(engine, view.now),
     }
+
+
+def _unknown_data(plan: policy.Plan) -> list[dict[str, Any]]:
+    """Return the bentos whose needs are unknown (each blocks every model removal)."""
+    return [
+        {"bento": bento.tag, "path": str(bento.path), "reason": bento.problem or "being written"}
+        for bento in plan.references.unknown
+    ]
 
 
 def _pins_data(engine: Engine, now: datetime) -> dict[str, Any]:
@@ -273,6 +286,11 @@ def _print_status(data: dict[str, Any]) -> None:
         click.echo(f"pins: {data['pins_problem']} (every version is kept)")
     for problem in data["problems"]:
         click.echo(f"problem: {problem['path']}: {problem['problem']}")
+    for unknown in data["references_unknown"]:
+        click.echo(
+            f"being written: {unknown['bento']} ({unknown['reason']}): no model version is"
+            " removed until it settles"
+        )
 
 
 def _require_store(engine: Engine) -> Snapshot:
@@ -334,9 +352,11 @@ def _plan_data(view: PlanView) -> dict[str, Any]:
                 "version": kept.version.version,
                 "bytes": kept.version.bytes,
                 "reasons": list(kept.reasons),
+                "referenced_by": list(kept.referenced_by),
             }
             for kept in plan.kept
         ],
+        "references_unknown": _unknown_data(plan),
     }
 
 

@@ -42,6 +42,9 @@ from storewarden.usage import Usage
 _DEFERRED = "deferred: no space left on device"
 
 
+# At most this many model tags are listed in one bento_reference_missing event.
+MAX_LISTED = 10
+
 # How long the re-check before each removal may reuse a process table.
 IN_USE_REUSE_SECONDS = 1.0
 
@@ -224,13 +227,17 @@ class Engine:
                     path=str(bento.path),
                     problem=problem,
                 )
+        missing: dict[Path, tuple[VersionRecord, list[str]]] = {}
         for bento, model in plan.references.missing:
+            missing.setdefault(bento.path, (bento, []))[1].append(model)
+        for path, (bento, models) in missing.items():
             self._report_once(
                 "bento_reference_missing",
-                (str(bento.path), model),
+                (str(path), ",".join(models[:MAX_LISTED]), str(len(models))),
                 bento=bento.tag,
-                path=str(bento.path),
-                model=model,
+                path=str(path),
+                models=models[:MAX_LISTED],
+                missing=len(models),
             )
 
     def usage(self, store_bytes: int) -> Usage:

@@ -65,7 +65,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
         {"run_id", "bento", "path", "reason", "blocked_versions", "blocked_bytes"}
     ),
     "bento_reference_invalid": frozenset({"bento", "path", "problem"}),
-    "bento_reference_missing": frozenset({"bento", "path", "model"}),
+    "bento_reference_missing": frozenset({"bento", "path", "models", "missing"}),
     "bentos_broken": frozenset({"run_id", "model", "bentos", "message"}),
     # the census
     "store_problem": frozenset({"path", "problem"}),

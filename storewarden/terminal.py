@@ -211,3 +211,8 @@ def status_table(data: dict[str, Any], console: Console) -> None:
         console.print(f"[bold red]pins:[/] {data['pins_problem']} (every version is kept)")
     for problem in data["problems"]:
         console.print(f"[yellow]problem:[/] {problem['path']}: {problem['problem']}")
+    for unknown in data.get("references_unknown", []):
+        console.print(
+            f"[yellow]being written:[/] {unknown['bento']} ({unknown['reason']}):"
+            " no model version is removed until it settles"
+        )

@@ -128,3 +128,60 @@ def make_series(
         versions.append(version)
     point_latest(root, name, versions[-1], kind=kind)
     return versions
+
+
+def bento_yaml(
+    name: str,
+    version: str,
+    *,
+    created: datetime,
+    needs: tuple[str, ...] = (),
+    top_level: tuple[str, ...] = (),
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """Return a bento.yaml as `bentoml build` 1.4 writes it: models under ``services``.
+
+    ``needs`` go in the service's ``models`` list (BentoML 1.2+ services),
+    ``top_level`` in the top-level ``models`` list (older bentos).
+    """
+
+    def entries(tags: tuple[str, ...], indent: str) -> str:
+        if not tags:
+            return " []\n"
+        return "\n" + "".join(
+            f"{indent}- tag: {tag}\n{indent}  module: ''\n"
+            f"{indent}  creation_time: '{created.isoformat()}'\n"
+            for tag in tags
+        )
+
+    return (
+        f"service: service:Svc\nname: {name}\nversion: {version}\nbentoml_version: 1.4.40\n"
+        f"creation_time: '{created.isoformat()}'\nlabels:{_labels(labels or {})}\n"
+        f"models:{entries(top_level, '')}entry_service: Svc\nservices:\n- name: Svc\n"
+        f"  service: ''\n  models:{entries(needs, '  ')}  dependencies: []\n  config: {{}}\n"
+        "envs: []\nargs: {}\n"
+    )
+
+
+def make_bento(
+    root: Path,
+    name: str,
+    version: str,
+    *,
+    needs: tuple[str, ...] = (),
+    created: datetime | None = None,
+    size: int = 4096,
+    set_latest: bool = False,
+) -> Path:
+    """Create a bento version that needs the model tags ``needs``; return its path."""
+    created = created or NOW - timedelta(days=30)
+    return make_version(
+        root,
+        name,
+        version,
+        kind="bentos",
+        created=created,
+        size=size,
+        descriptor_text=bento_yaml(name, version, created=created, needs=needs),
+        set_latest=set_latest,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storewarden.cache import FILE_NAME, CensusCache
+from storewarden.cache import FILE_NAME, FORMAT, CensusCache
 from storewarden.config import build_config
 from storewarden.engine import Engine
 from storewarden.store import Snapshot, census
@@ -67,9 +67,9 @@ def test_a_version_whose_directory_changed_is_censused_again(cached_store: Path)
         b"\x00\xff garbage",
         b"[]",
         b'{"format": 99, "root": "ROOT", "entries": {}}',
-        b'{"format": 1, "root": "/some/other/store", "entries": {}}',
-        b'{"format": 1, "root": "ROOT", "entries": {"models/iris/irisv0000x": [1, 2]}}',
-        b'{"format": 1, "root": "ROOT", "entries": {"models/iris/irisv0000x": "x"}}',
+        b'{"format": FORMAT, "root": "/some/other/store", "entries": {}}',
+        b'{"format": FORMAT, "root": "ROOT", "entries": {"models/iris/irisv0000x": [1, 2]}}',
+        b'{"format": FORMAT, "root": "ROOT", "entries": {"models/iris/irisv0000x": "x"}}',
     ],
     ids=["empty", "binary", "list", "format", "other-store", "short-row", "not-a-row"],
 )
@@ -77,12 +77,30 @@ def test_a_corrupt_or_foreign_cache_is_ignored_and_rebuilt(
     cached_store: Path, content: bytes
 ) -> None:
     path = cached_store / ".storewarden" / FILE_NAME
+    content = content.replace(b"FORMAT", str(FORMAT).encode())
     path.write_bytes(content.replace(b"ROOT", str(cached_store).encode()))
     snapshot = engine_for(cached_store).census()
     assert records(snapshot) == records(census(cached_store))
     rebuilt = json.loads(path.read_bytes())
-    assert rebuilt["format"] == 1
+    assert rebuilt["format"] == FORMAT
     assert len(rebuilt["entries"]) == 8
+
+
+def test_a_cache_an_older_storewarden_wrote_is_not_trusted(cached_store: Path) -> None:
+    # Format 1 had no bento references: its rows, with stamps that still match,
+    # would make every bento look as if it needed no model.
+    path = cached_store / ".storewarden" / FILE_NAME
+    data = json.loads(path.read_bytes())
+    data["format"] = 1
+    data["entries"] = {key: row[:8] for key, row in data["entries"].items()}
+    path.write_text(json.dumps(data))
+    cache = CensusCache(path, cached_store)
+    cache.load()
+
+    census(cached_store, cache=cache)
+
+    assert cache.hits == 0
+    assert cache.misses == 8
 
 
 def test_a_cache_row_with_the_right_stamp_but_nonsense_values_is_a_miss(

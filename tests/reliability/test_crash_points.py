@@ -37,7 +37,7 @@ from storewarden.config import Config, build_config
 from storewarden.engine import Engine
 from storewarden.prune import Operations
 from tests.reliability.support import crashloop, make_outside, make_rich_version
-from tests.storebuilder import NOW, make_version, point_latest
+from tests.storebuilder import NOW, bento_yaml, make_version, point_latest
 
 pytestmark = pytest.mark.slow
 
@@ -157,7 +157,11 @@ def recover(engine: Engine) -> object:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A store, one piece of work to crash in, and what it removes when it completes."""
+    """A store, one piece of work to crash in, and what it removes when it completes.
+
+    ``also`` are further victims (a bento's model after the bento); ``needs``
+    gives bentos of the store the model tags their bento.yaml names.
+    """
 
     name: str
     work: Work
@@ -165,6 +169,8 @@ class Scenario:
     symlink_latest: tuple[str, ...] = ()
     dangling: bool = False
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    also: tuple[tuple[str, str, str], ...] = ()
+    needs: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 PROTECT = crashloop.ProtectSpec(pinned=("lily",), kept_names=())
@@ -185,9 +191,14 @@ def build(directory: Path, scenario: Scenario) -> tuple[Path, crashloop.Baseline
     make_rich_version(root, "solo", "only", created=NOW - 50 * DAY, outside=outside)
     make_version(root, "lily", "l1", created=NOW - 60 * DAY)
     for index, version in enumerate(("s1", "s2")):
-        make_rich_version(
-            root, "svc", version, kind="bentos", created=NOW - (20 - index) * DAY, outside=outside
+        created = NOW - (20 - index) * DAY
+        path = make_rich_version(
+            root, "svc", version, kind="bentos", created=created, outside=outside
         )
+        if version in scenario.needs:
+            (path / "bento.yaml").write_text(
+                bento_yaml("svc", version, created=created, needs=scenario.needs[version])
+            )
     for kind, name, version in (
         ("models", "iris", "v-c"),
         ("models", "solo", "only"),
@@ -252,6 +263,26 @@ SCENARIOS = [
         ("bentos", "svc", "s2"),
     ),
     Scenario("repair-a-dangling-latest-at-start-up", recover, None, dangling=True),
+    Scenario(
+        "prune-a-bento-then-the-model-only-it-needed",
+        lambda engine: engine.cycle(),
+        ("bentos", "svc", "s1"),
+        config={
+            "rules": [
+                {"match": "svc", "max_versions": 1},
+                {"match": "iris", "max_versions": 2},
+            ]
+        },
+        also=(("models", "iris", "v-a"),),
+        needs={"s1": ("iris:v-a",), "s2": ("iris:v-b", "iris:latest")},
+    ),
+    Scenario(
+        "delete-a-bento-and-its-model-together",
+        lambda engine: engine.delete(["iris:v-a", "svc:s1"]),
+        ("bentos", "svc", "s1"),
+        also=(("models", "iris", "v-a"),),
+        needs={"s1": ("iris:v-a",)},
+    ),
 ]
 
 # The crash points of removing the version latest names, in order: a kill right
@@ -346,6 +377,8 @@ def crash_then_recover(
     config = config_for(root, scenario)
     log = directory / "audit.log"
     work = run_child(root, config, scenario.work, crash_at, log, "work")
+    # At the instant of the kill, as BentoML would find the store if it looked now.
+    at_kill = [f"at the kill: {problem}" for problem in crashloop.bentos_without_models(root)]
     if saved_meanwhile:
         # While the warden was down, BentoML saved a newer version and pointed latest at it.
         outside = baseline.outside
@@ -359,13 +392,22 @@ def crash_then_recover(
         interrupted = run_child(root, config, recover, recovery_crash_at, log, "recovery-1")
     run_child(root, config, recover, None, log, "recovery-2")
     events = [json.loads(line) for line in log.read_text().splitlines()]
-    problems = crashloop.check_store(baseline, events)
-    victim = scenario.victim
-    if victim is not None and not work.killed and crashloop._present(baseline, victim):
-        problems.append(f"the work completed but {victim} is still there")
+    problems = at_kill + crashloop.check_store(baseline, events)
+    victims = {scenario.victim, *scenario.also} if scenario.victim else set()
+    for victim in sorted(victims):
+        if not work.killed and crashloop._present(baseline, victim):
+            problems.append(f"the work completed but {victim} is still there")
     gone = {key for key in baseline.versions if not crashloop._present(baseline, key)}
-    if gone - ({victim} if victim else set()):
-        problems.append(f"more than the victim went: {sorted(gone)}")
+    if gone - victims:
+        problems.append(f"more than the victims went: {sorted(gone)}")
+    if scenario.also and not work.killed:
+        order = [
+            (event["kind"], event["name"], event["version"])
+            for event in events
+            if event["event"] == "version_removed"
+        ]
+        if order != [scenario.victim, *scenario.also]:
+            problems.append(f"removed in the wrong order: {order}")
     after = work.points[-1] if work.points else "(before the first step)"
     return work, interrupted, Outcome(after, problems, root, baseline)
 

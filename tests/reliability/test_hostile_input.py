@@ -293,7 +293,41 @@ def store_path(how: str) -> Build:
     return build
 
 
+def bento_descriptor(text: str) -> Build:
+    """A bento of its own name whose bento.yaml is ``text``."""
+
+    def build(scene: Scene) -> None:
+        scene.version("hostile", "h1", days=90, kind="bentos", descriptor_text=text)
+
+    return build
+
+
+def bento_needing(*entries: str) -> str:
+    """Return a bento.yaml whose service lists ``entries`` (YAML flow values) as model tags."""
+    models = "".join(f"  - tag: {entry}\n" for entry in entries)
+    return (
+        "name: hostile\nversion: h1\ncreation_time: '2026-01-01T00:00:00+00:00'\n"
+        f"models: []\nservices:\n- name: Svc\n  models:\n{models}"
+    )
+
+
+def bento_alias_bomb() -> str:
+    """A bento.yaml whose services and model lists are aliases: 10^10 entries if expanded."""
+    return (
+        "entry: &entry {tag: 'ghost:v1'}\nlist: &list\n"
+        + "- *entry\n" * 100_000
+        + "service: &service {name: s, models: *list}\nservices:\n"
+        + "- *service\n" * 100_000
+    )
+
+
+def unreadable_bento_yaml(scene: Scene) -> None:
+    path = scene.version("hostile", "h1", days=90, kind="bentos")
+    (path / "bento.yaml").chmod(0)
+
+
 BROKEN = "models/broken/b1"
+HOSTILE_BENTO = "bentos/hostile/h1"
 CASES = [
     # -- model.yaml --
     Case("model-yaml-not-yaml", descriptor("name: [unclosed\n  - {"), says="not valid YAML",
@@ -327,6 +361,28 @@ CASES = [
     Case("directories-nested-beyond-path-max", nest(2200, BROKEN), says="unreadable",
          in_status=True, stays=(BROKEN,)),
     Case("directories-nested-1500-deep-in-the-victim", nest(1500, VICTIM)),
+    # -- bento.yaml: the models a bento needs --
+    Case("bento-needs-the-victim", bento_descriptor(bento_needing(f"{NAME}:q1")),
+         says="referenced", in_status=True, stays=(VICTIM, HOSTILE_BENTO), goes=()),
+    Case("bento-needs-the-victim-in-capitals", bento_descriptor(bento_needing("QUOKKA:Q1")),
+         says="referenced", in_status=True, stays=(VICTIM, HOSTILE_BENTO), goes=()),
+    Case("bento-needs-100000-models-none-in-the-store",
+         bento_descriptor(bento_needing(*(f"ghost{index}:v1" for index in range(100_000)))),
+         says="bento_reference_missing", stays=(HOSTILE_BENTO,)),
+    Case("bento-yaml-nested-20000-deep",
+         bento_descriptor("name: hostile\nmodels: " + "[" * 20_000 + "]" * 20_000 + "\n"),
+         says="not valid YAML", in_status=True, stays=(HOSTILE_BENTO,)),
+    Case("bento-yaml-tags-not-text", bento_descriptor(bento_needing("42", "[1, 2]", "{a: b}")),
+         says="is not text", stays=(HOSTILE_BENTO,)),
+    Case("bento-yaml-tags-not-valid", bento_descriptor(bento_needing("Not A Tag", "'../../x:y'")),
+         says="no valid model name", stays=(HOSTILE_BENTO,)),
+    Case("bento-yaml-models-not-a-list",
+         bento_descriptor("name: hostile\nmodels: 7\nservices: {a: b}\n"),
+         says="is not a list", stays=(HOSTILE_BENTO,)),
+    Case("bento-yaml-alias-bomb-models", bento_descriptor(bento_alias_bomb()),
+         says="bento_reference_missing", stays=(HOSTILE_BENTO,)),
+    Case("unreadable-bento-yaml", unreadable_bento_yaml, says="references_unknown",
+         stays=(VICTIM, HOSTILE_BENTO), goes=(), unprivileged=True),
     # -- latest --
     Case("latest-names-a-missing-version", pointer(lambda p, _s: p.write_text("q9")),
          says="pointer names missing version", stays=KEPT),

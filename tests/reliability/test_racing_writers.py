@@ -37,6 +37,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_daemon import DaemonProcess
+from tests.integration.test_bentoml_references import LOAD_NEEDED
 from tests.reliability.support import crashloop, genstore
 from tests.storebuilder import make_version, point_latest
 
@@ -275,3 +276,127 @@ def test_writers_racing_a_daemon_under_pressure_never_see_an_error_or_a_broken_l
     # BentoML reads what is left, and agrees with it.
     baseline = crashloop.capture(root, tmp_path / "nothing-outside", crashloop.ProtectSpec((), ()))
     assert crashloop.check_with_bentoml([baseline]) == []
+
+
+# argv: seconds to run, the build context directory. Saves an iris version every
+# few tenths of a second with the real package, so there is always an old one
+# about to be pruned. One JSON line per save.
+MODEL_SAVER = """
+import json, os, pathlib, sys, time
+import bentoml
+
+deadline = time.time() + float(sys.argv[1])
+while time.time() < deadline:
+    with bentoml.models.create("iris") as model:
+        pathlib.Path(model.path, "weights.bin").write_bytes(os.urandom(32 * 1024))
+    print(json.dumps({"saved": str(model.tag)}), flush=True)
+    time.sleep(0.3)
+"""
+
+# argv: seconds to run, the build context directory. Builds bentos in a loop, each
+# naming (by explicit version) the oldest iris version in the store: the very one
+# the daemon removes next. A build that finds its model already gone fails, which
+# is fine; a bento in the store whose model is gone is not. One JSON line per try.
+BENTO_BUILDER = """
+import json, pathlib, sys, time
+import bentoml
+
+deadline, context = time.time() + float(sys.argv[1]), pathlib.Path(sys.argv[2])
+SOURCE = '''
+import bentoml
+
+
+@bentoml.service(name="racesvc")
+class RaceSvc:
+    model = bentoml.models.BentoModel("{tag}")
+
+    @bentoml.api
+    def predict(self, x: int) -> int:
+        return x
+'''
+count = 0
+while time.time() < deadline:
+    try:  # none saved yet, or a version removed while listed
+        models = sorted(bentoml.models.list("iris"), key=lambda model: model.info.creation_time)
+    except Exception:
+        models = []
+    if not models:
+        time.sleep(0.1)
+        continue
+    tag = str(models[0].tag)
+    module = f"race_{count}"
+    (context / f"{module}.py").write_text(SOURCE.format(tag=tag))
+    try:
+        built = bentoml.bentos.build(
+            service=f"{module}:RaceSvc", build_ctx=str(context), python={"lock_packages": False}
+        )
+        print(json.dumps({"bento": str(built.tag), "model": tag}), flush=True)
+    except Exception as error:  # the model went before the build resolved it
+        print(json.dumps({"failed": tag, "error": type(error).__name__}), flush=True)
+    count += 1
+"""
+
+
+def test_bentos_built_on_the_oldest_model_while_a_daemon_prunes_it_are_never_left_broken(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "bentoml"
+    (root / "models").mkdir(parents=True)
+    context = tmp_path / "build"
+    context.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(root),
+                "trigger": {"max_store_size": "1KiB"},
+                "protect": {"min_age": "0s", "settle": "1s", "keep_last": 1},
+                "schedule": {
+                    "check_interval": "1s",
+                    "reconcile_interval": "10s",
+                    "debounce": "0.2s",
+                },
+            }
+        )
+    )
+    daemon = DaemonProcess(config, tmp_path / "daemon.log", dict(os.environ))
+    try:
+        daemon.wait_for(lambda events: any(e["event"] == "daemon_ready" for e in events), "ready")
+        environment = {**os.environ, "BENTOML_HOME": str(root), "BENTOML_DO_NOT_TRACK": "1"}
+        writers = {
+            name: subprocess.Popen(
+                [sys.executable, "-c", script, str(RACE_SECONDS), str(context)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=environment,
+            )
+            for name, script in (("saver", MODEL_SAVER), ("builder", BENTO_BUILDER))
+        }
+        outputs = {name: writer.communicate(timeout=300) for name, writer in writers.items()}
+        time.sleep(3)  # the daemon goes on pruning what the race left
+        events = daemon.events()
+    finally:
+        code = daemon.stop()
+
+    for name, writer in writers.items():
+        assert writer.returncode == 0, f"the {name} failed:\n{outputs[name][1][-3000:]}"
+    tries = parse_lines(outputs["builder"][0])
+    built = [entry for entry in tries if "bento" in entry]
+    assert len(built) >= 3, tries
+    removed = [e for e in events if e["event"] == "version_removed"]
+    assert {e["kind"] for e in removed} == {"models", "bentos"}, "no pressure on both kinds?"
+    assert crashloop.bentos_without_models(root) == []
+    # BentoML itself finds every model each remaining bento needs.
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_NEEDED],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert json.loads(loaded.stdout.splitlines()[-1])
+    assert [e for e in events if e["event"] in ("removal_failed", "check_failed")] == []
+    assert code == 0
