@@ -207,7 +207,7 @@ class Engine:
             )
         return snapshot
 
-    def _report_once(self, event: str, key: tuple[str, str], **fields: object) -> None:
+    def _report_once(self, event: str, key: tuple[str, ...], **fields: object) -> None:
         """Log a warning about a lasting condition once in this process's life."""
         if (event, *key) in self._reported:
             return

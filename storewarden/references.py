@@ -18,7 +18,8 @@ laughs" document cannot make it loop for ever.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from storewarden.tags import is_valid_tag_part
 
@@ -56,7 +57,7 @@ def _short(value: object) -> str:
     return text if text is not None else f"of type {type(value).__name__}"
 
 
-def _entries(data: dict[object, object]) -> Iterator[tuple[str, object]]:
+def _entries(data: Mapping[Any, object]) -> Iterator[tuple[str, object]]:
     """Yield ``(where, entry)`` for every model entry: top-level, then each service's."""
     seen: set[int] = set()
 
@@ -88,7 +89,7 @@ def _entries(data: dict[object, object]) -> Iterator[tuple[str, object]]:
 _NOT_A_LIST = object()
 
 
-def bento_references(data: dict[object, object]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def bento_references(data: Mapping[Any, object]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Given a parsed ``bento.yaml``, return the model tags it needs and the problems met.
 
     An entry is a mapping with a ``tag`` (what BentoML writes) or a bare tag

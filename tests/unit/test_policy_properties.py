@@ -306,6 +306,16 @@ def holders_of(case: Case, record: VersionRecord) -> list[VersionRecord]:
     ]
 
 
+def reference_protections(case: Case, record: VersionRecord) -> set[str]:
+    """Return ``referenced`` and ``references_unknown`` where they hold for the record."""
+    reasons = set()
+    if holders_of(case, record):
+        reasons.add("referenced")
+    if record.kind == "models" and unknown_bentos(case):
+        reasons.add("references_unknown")
+    return reasons
+
+
 def protections(case: Case, record: VersionRecord) -> set[str]:
     """Return every reason the record must not be removed automatically.
 
@@ -314,11 +324,7 @@ def protections(case: Case, record: VersionRecord) -> set[str]:
     """
     config = case.config
     wanted = settings_for(config, record.kind, record.name)
-    reasons = set()
-    if holders_of(case, record):
-        reasons.add("referenced")
-    if record.kind == "models" and unknown_bentos(case):
-        reasons.add("references_unknown")
+    reasons = reference_protections(case, record)
     if any(fnmatch.fnmatchcase(record.tag, pin) for pin in (*config.protect.pins, *case.pins)):
         reasons.add("pinned")
     if record.path in case.in_use:
