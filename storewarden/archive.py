@@ -400,9 +400,8 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
             raise
     _fsync_directory(destination.parent)
     form, current = pruner.read_pointer(held.kind, held.name)
-    newest = pruner.newest_complete(held.kind, held.name, excluding=None)
     pointer_new = None
-    if newest == held.version and current != held.version:
+    if _becomes_latest(pruner, held, current):
         pruner.write_pointer(held.kind, held.name, held.version, form)
         pointer_new = held.version
         log.info(
@@ -426,6 +425,19 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
         creation_time=held.creation_time.isoformat() if held.creation_time else None,
     )
     return Restored(held, destination, size, current if pointer_new else None, pointer_new)
+
+
+def _becomes_latest(pruner: Pruner, held: ArchivedVersion, current: str | None) -> bool:
+    """Return whether ``latest`` should name the restored version, as BentoML's save decides.
+
+    BentoML points ``latest`` at a version it saved when there is no usable
+    pointer, or the new version is at least as new as the one it names.
+    """
+    on_disk = {record.version: record for record in pruner.versions_on_disk(held.kind, held.name)}
+    restored, named = on_disk.get(held.version), on_disk.get(current or "")
+    if restored is None or not restored.complete or current == held.version:
+        return False
+    return named is None or not named.complete or restored.creation_time >= named.creation_time
 
 
 def _refuse_existing(destination: Path) -> None:

@@ -489,6 +489,15 @@ def delete(
     click.echo(_summary(result), err=True)
     if result.failed:
         sys.exit(EXIT_ERROR)
+    if result.skipped:
+        fail(
+            "refused at the last look before removal (use --force to override): "
+            + "; ".join(
+                f"{record.kind}/{record.tag}: {', '.join(reasons)}"
+                for record, reasons in result.skipped
+            ),
+            EXIT_REFUSED,
+        )
 
 
 def _since_option(

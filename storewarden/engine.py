@@ -25,7 +25,14 @@ from storewarden.config import Config
 from storewarden.logs import get_logger
 from storewarden.pins import pin_reader
 from storewarden.policy import Plan, Removal
-from storewarden.prune import Operations, Pruner, Recovery, RemovalOutcome, StoreLock
+from storewarden.prune import (
+    NoSettledLatestError,
+    Operations,
+    Pruner,
+    Recovery,
+    RemovalOutcome,
+    StoreLock,
+)
 from storewarden.store import (
     BentoScan,
     FileSystem,
@@ -165,6 +172,8 @@ class Engine:
             kinds=self.config.kinds,
             operations=self.operations,
             filesystem=self.filesystem,
+            settle=lambda kind, name: policy.effective(self.config, kind, name).settle,
+            clock=self.clock,
         )
         self.lock = StoreLock(self.state_dir / "lock")
         self.log = get_logger()
@@ -374,8 +383,9 @@ class Engine:
                 self._broken[fresh.path] = tuple(bento.tag for bento in holders)
             return fresh, []
         scan = self.scan_in_use([fresh], reuse=True)
+        _form, target = self.pruner.read_pointer(fresh.kind, fresh.name)
         if explicit:
-            return fresh, policy.explicit_blockers(
+            reasons = policy.explicit_blockers(
                 fresh,
                 config=self.config,
                 now=now,
@@ -383,6 +393,9 @@ class Engine:
                 pins=self.pins(),
                 references=references,
             )
+            if target == fresh.version and not self._latest_can_move(fresh):
+                reasons.append(policy.NO_SETTLED_LATEST)
+            return fresh, reasons
         settings = policy.effective(self.config, fresh.kind, fresh.name)
         reasons = policy.standing_protections(
             fresh,
@@ -410,13 +423,23 @@ class Engine:
                 reasons.append("completed")
         elif not fresh.complete:
             reasons.append(policy.INCOMPLETE)
-        elif settings.keep_latest:
+        elif target == fresh.version:
             # The pointer as it is on disk now, not as the plan saw it: someone may
             # have pointed `latest` back at this version since.
-            _form, target = self.pruner.read_pointer(fresh.kind, fresh.name)
-            if target == fresh.version:
+            if settings.keep_latest:
                 reasons.append(policy.LATEST)
+            elif not self._latest_can_move(fresh):
+                reasons.append(policy.NO_SETTLED_LATEST)
         return fresh, reasons
+
+    def _latest_can_move(self, record: VersionRecord) -> bool:
+        """Return whether ``latest``, naming ``record``, has a settled version to move to.
+
+        When the name has no other version, the pointer goes with it.
+        """
+        if self.pruner.newest_settled(record.kind, record.name, excluding=record.version):
+            return True
+        return not self.pruner.others_remain(record.kind, record.name, record.version)
 
     def _would_remove(self, removal: Removal, run_id: str, current: Usage) -> Usage:
         """Log a dry run's ``would_remove`` and return the usage projected after it."""
@@ -606,6 +629,7 @@ class Engine:
         defer_enospc: bool = False,
         *,
         store_bytes: int,
+        force: bool = False,
     ) -> RemovalOutcome | None:
         """Remove one version; return None (recorded in ``failed``) if that failed.
 
@@ -624,7 +648,20 @@ class Engine:
             if self.archiver is not None and reason != policy.ABANDONED:
                 # Before the removal starts; a version that cannot be archived stays.
                 self.archiver.write(record, run_id=run_id)
-            return self.pruner.remove(record, reason=reason, run_id=run_id, announce=announce)
+            return self.pruner.remove(
+                record, reason=reason, run_id=run_id, announce=announce, force=force
+            )
+        except NoSettledLatestError as error:  # a save began since the re-check
+            failed.append((record, str(error)))
+            self.log.error(
+                "removal_failed",
+                run_id=run_id,
+                kind=record.kind,
+                name=record.name,
+                version=record.version,
+                error=str(error),
+            )
+            return None
         except ArchiveError as error:
             failed.append((record, f"archive failed: {error}"))
             self.log.error(
@@ -784,7 +821,13 @@ class Engine:
                     continue
                 record = fresh
                 outcome = self._remove_one(
-                    record, policy.EXPLICIT, run_id, current, failed, store_bytes=store_bytes
+                    record,
+                    policy.EXPLICIT,
+                    run_id,
+                    current,
+                    failed,
+                    store_bytes=store_bytes,
+                    force=force,
                 )
                 if outcome is None:
                     continue
@@ -832,6 +875,9 @@ class Engine:
                 pins=self.pins(),
                 references=references,
             )
+            _form, target = self.pruner.read_pointer(record.kind, record.name)
+            if target == record.version and not self._latest_can_move(record):
+                blockers.append(policy.NO_SETTLED_LATEST)
             if not blockers:
                 continue
             details = []
@@ -841,6 +887,11 @@ class Engine:
             if holders:
                 details.append(
                     "used by the following bentos: " + ", ".join(bento.tag for bento in holders)
+                )
+            if policy.NO_SETTLED_LATEST in blockers:
+                details.append(
+                    "latest names it, and every other version is still being written:"
+                    " latest would have nothing whole to name"
                 )
             if policy.REFERENCES_UNKNOWN in blockers:
                 details.append(

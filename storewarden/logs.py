@@ -46,6 +46,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "latest_removed": frozenset({"kind", "name", "old", "reason"}),
     "pointer_repaired": frozenset({"kind", "name", "old", "new", "problem"}),
     "pointer_repair_failed": frozenset({"kind", "name", "error"}),
+    "pointer_repair_deferred": frozenset({"kind", "name", "problem", "reason"}),
     # recovery of interrupted work
     "trash_emptied": frozenset({"entries", "bytes"}),
     "trash_not_emptied": frozenset({"path", "error"}),

@@ -39,6 +39,9 @@ LABEL = "label"
 IN_USE = "in_use"
 REFERENCED = "referenced"
 REFERENCES_UNKNOWN = "references_unknown"
+# The version latest names, with no other complete and settled version for latest to
+# move to (only versions still being written): it waits for one.
+NO_SETTLED_LATEST = "no_settled_latest"
 
 # A bento.yaml that changed this recently may be mid-copy: even one that parses
 # may be cut short, so what it lists is not yet all it needs.

@@ -28,21 +28,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storewarden.logs import get_logger
 from storewarden.store import (
-    DESCRIPTORS,
     POINTER,
     FileSystem,
     Kind,
     Snapshot,
     VersionRecord,
     census,
-    file_time,
+    census_version,
     is_valid_tag_part,
-    parse_descriptor,
     read_pointer,
 )
 
@@ -53,6 +51,10 @@ class StoreBusyError(Exception):
 
 class UnsafeStateDirError(Exception):
     """The state directory cannot hold the trash (another filesystem, or inside models/)."""
+
+
+class NoSettledLatestError(Exception):
+    """``latest`` names the version, and no other is complete and settled to take its place."""
 
 
 class Operations:
@@ -365,12 +367,16 @@ class Pruner:
         kinds: tuple[Kind, ...] = ("models", "bentos"),
         operations: Operations | None = None,
         filesystem: FileSystem | None = None,
+        settle: Callable[[str, str], float] = lambda _kind, _name: 0.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
     ) -> None:
         self.root = root
         self.state_dir = state_dir
         self.kinds = kinds
         self.operations = operations or Operations()
         self.filesystem = filesystem or FileSystem()
+        self.settle = settle
+        self.clock = clock
         self.trash = state_dir / "trash"
         self.temporary = state_dir / "tmp"
         self.log = get_logger()
@@ -415,37 +421,66 @@ class Pruner:
         pointer = read_pointer(kind, name, path, self.filesystem, info)
         return pointer.form, pointer.target
 
-    def newest_complete(self, kind: Kind, name: str, excluding: str | None) -> str | None:
-        """Return the newest complete version of a name on disk now, other than ``excluding``.
+    def versions_on_disk(self, kind: Kind, name: str) -> list[VersionRecord]:
+        """Return a fresh census of every version directory of a name now on disk.
 
-        Reads the name directory afresh (versions may have appeared since the
-        census); a version is complete when its descriptor parses.
+        Symlinked versions and entries that are not valid tags are left out,
+        as the census leaves them out.
         """
         name_dir = self.root / kind / name
-        best: tuple[datetime, str] | None = None
         try:
             entries = self.filesystem.scandir(name_dir)
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = []
         for entry in entries:
-            if entry.name in (POINTER, excluding) or not is_valid_tag_part(entry.name):
-                continue
-            if not entry.is_dir(follow_symlinks=False):
+            if entry.name == POINTER or not is_valid_tag_part(entry.name):
                 continue
             try:
-                raw = self.filesystem.read_bytes(Path(entry.path) / DESCRIPTORS[kind], 4 << 20)
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
             except OSError:
                 continue
-            descriptor = parse_descriptor(raw)
-            if descriptor.problem is not None:
+            record = census_version(kind, name, Path(entry.path), self.filesystem, set())
+            if record is not None:
+                found.append(record)
+        return found
+
+    def newest_settled(
+        self, kind: Kind, name: str, excluding: str | None, *, settled: bool = True
+    ) -> str | None:
+        """Return the version ``latest`` may name now: the newest complete and settled one.
+
+        Complete: its descriptor parses and everything in it can be read.
+        Settled: nothing in it changed for the name's ``settle`` period, so no
+        save is still copying into it (BentoML writes ``latest`` only after
+        the copy). Newest: by ``creation_time``, as BentoML picks. With
+        ``settled=False`` (``--force``) any complete version will do, as
+        BentoML's own delete would pick. Return None if there is none.
+        """
+        cutoff = self.clock() - timedelta(seconds=self.settle(kind, name))
+        best: tuple[datetime, str] | None = None
+        for record in self.versions_on_disk(kind, name):
+            if record.version == excluding or not record.complete:
                 continue
-            moment = descriptor.creation_time
-            if moment is None:
-                moment = file_time(entry.stat(follow_symlinks=False).st_mtime)
-            candidate = (moment, entry.name)
+            if settled and record.last_change > cutoff:
+                continue
+            candidate = (record.creation_time, record.version)
             if best is None or candidate > best:
                 best = candidate
         return best[1] if best else None
+
+    def others_remain(self, kind: Kind, name: str, excluding: str) -> bool:
+        """Return whether a name holds any version directory besides ``excluding``."""
+        name_dir = self.root / kind / name
+        try:
+            entries = self.filesystem.scandir(name_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return any(
+            entry.name not in (POINTER, excluding) and is_valid_tag_part(entry.name)
+            for entry in entries
+        )
 
     def write_pointer(self, kind: Kind, name: str, target: str, form: str | None) -> None:
         """Atomically point ``latest`` of a name at ``target``, in ``form`` (file by default).
@@ -509,6 +544,7 @@ class Pruner:
         reason: str,
         run_id: str,
         announce: Callable[[RemovalOutcome], None] | None = None,
+        force: bool = False,
     ) -> RemovalOutcome:
         """Remove one version crash-safely and return what was freed.
 
@@ -526,7 +562,16 @@ class Pruner:
         pointer_new: str | None = None
         moves_pointer = current == record.version
         if moves_pointer:
-            pointer_new = self.newest_complete(kind, name, excluding=record.version)
+            pointer_new = self.newest_settled(
+                kind, name, excluding=record.version, settled=not force
+            )
+            if pointer_new is None and self.others_remain(kind, name, record.version):
+                # Removing the pointer would let BentoML's get("name:latest") pick a
+                # version still being written; the version waits instead.
+                raise NoSettledLatestError(
+                    f"{kind}/{record.tag} is what latest names, and no other version of"
+                    f" {name} is complete and settled for latest to move to yet"
+                )
         intent = Intent(
             intent_id=intent_id,
             kind=kind,
@@ -646,7 +691,7 @@ class Pruner:
         if os.path.lexists(self.root / kind / name / version):
             if moved:
                 current_form, current = self.read_pointer(kind, name)
-                newest = self.newest_complete(kind, name, excluding=None)
+                newest = self.rollback_target(kind, name, current)
                 if newest is not None and current != newest:
                     self.write_pointer(kind, name, newest, current_form or form)
                     self.log.info(
@@ -677,6 +722,27 @@ class Pruner:
             self.remove_name_if_empty(kind, name)
         return True
 
+    def rollback_target(self, kind: Kind, name: str, current: str | None) -> str | None:
+        """Return where ``latest`` goes back to after a removal was undone (None: leave it).
+
+        The newest complete, settled version, unless the pointer already names
+        a complete version at least as new (BentoML saved one meanwhile and
+        pointed ``latest`` at it after its copy).
+        """
+        best = self.newest_settled(kind, name, excluding=None)
+        if best is None or current is None:
+            return best
+        on_disk = {record.version: record for record in self.versions_on_disk(kind, name)}
+        now_named, best_record = on_disk.get(current), on_disk.get(best)
+        if (
+            now_named is not None
+            and best_record is not None
+            and now_named.complete
+            and now_named.creation_time >= best_record.creation_time
+        ):
+            return None
+        return best
+
     def repair_pointers(self, snapshot: Snapshot) -> int:
         """Point every pointer that names a missing or invalid version at the newest complete one.
 
@@ -688,7 +754,18 @@ class Pruner:
             if pointer.problem is None:
                 continue
             kind: Kind = "bentos" if kind_text == "bentos" else "models"
-            new = self.newest_complete(kind, name, excluding=None)
+            new = self.newest_settled(kind, name, excluding=None)
+            if new is None and self.newest_settled(kind, name, None, settled=False):
+                # Only versions still being written: pointing at one could name a
+                # half-copied model; BentoML's own get("name:latest") would. Wait.
+                self.log.warning(
+                    "pointer_repair_deferred",
+                    kind=kind,
+                    name=name,
+                    problem=pointer.problem,
+                    reason="no complete version has settled yet",
+                )
+                continue
             try:
                 if new is not None:
                     self.write_pointer(kind, name, new, pointer.form)

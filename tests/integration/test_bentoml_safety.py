@@ -1,0 +1,157 @@
+"""Safety cases met with stores the real BentoML package wrote (issue 14: cases 1, 2, 5, 6, 8).
+
+Each test has BentoML save (or import) models in a subprocess, lets
+storewarden act on the store, and has BentoML read the result back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_bentoml_compat import bentoml_environment, run_python
+
+pytestmark = pytest.mark.slow
+
+# argv: bytes of weights. Saves iris once, normally; prints its tag.
+SAVE_ONE = """
+import json, os, pathlib, sys
+import bentoml
+
+with bentoml.models.create("iris") as model:
+    pathlib.Path(model.path, "weights.bin").write_bytes(os.urandom(int(sys.argv[1])))
+print(json.dumps({"tag": str(model.tag)}))
+"""
+
+# argv: chunks, bytes a chunk, seconds between chunks. A real save of iris whose copy
+# into the store is slow: BentoML's own Model.save (register, copytree, then latest),
+# with copytree slowed down as a large model on a slow disk copies, model.yaml first.
+SLOW_SAVE = """
+import json, os, pathlib, shutil, sys, time
+import bentoml
+
+chunks, size, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+real_copytree = shutil.copytree
+
+def slow_copytree(source, destination, *args, **kwargs):
+    source, destination = pathlib.Path(source), pathlib.Path(destination)
+    if "models" not in destination.parts:
+        return real_copytree(source, destination, *args, **kwargs)
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "model.yaml", destination / "model.yaml")
+    print(json.dumps({"copying": destination.name}), flush=True)
+    with open(source / "weights.bin", "rb") as reader, open(destination / "weights.bin", "wb") as writer:
+        for _ in range(chunks):
+            writer.write(reader.read(size))
+            writer.flush()
+            time.sleep(pause)
+    return destination
+
+shutil.copytree = slow_copytree
+with bentoml.models.create("iris") as model:
+    pathlib.Path(model.path, "weights.bin").write_bytes(os.urandom(chunks * size))
+print(json.dumps({"saved": str(model.tag)}), flush=True)
+"""
+
+# What BentoML makes of iris:latest: its tag and how many bytes of weights it has.
+READ_LATEST = """
+import json, pathlib
+import bentoml
+
+model = bentoml.models.get("iris:latest")
+print(json.dumps({
+    "tag": str(model.tag),
+    "weights": pathlib.Path(model.path, "weights.bin").stat().st_size,
+}))
+"""
+
+
+def storewarden(
+    home: Path, *arguments: str, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI on ``home``; return its result."""
+    options = ["--config", str(config)] if config is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "storewarden", *arguments, *options],
+        env={**os.environ, "BENTOML_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def events(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """Return the audit events a CLI run printed."""
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def start_slow_save(
+    home: Path, chunks: int = 8, size: int = 256 * 1024
+) -> tuple[subprocess.Popen[str], str]:
+    """Start a slow real save of iris; return it and its version once model.yaml is in place."""
+    saver = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SAVE, str(chunks), str(size), "0.5"],
+        env=bentoml_environment(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert saver.stdout is not None
+    line = saver.stdout.readline()
+    assert line, saver.communicate()[1]
+    return saver, json.loads(line)["copying"]
+
+
+# -- case 1: latest never moves onto a version still being written ------------------------
+
+
+@pytest.mark.parametrize("how", ["delete-latest", "prune-without-keep-latest"])
+def test_latest_never_moves_onto_a_version_bentoml_is_still_copying(
+    tmp_path: Path, how: str
+) -> None:
+    home = tmp_path / "bentoml"
+    old = run_python(home, SAVE_ONE, str(64 * 1024))["tag"]
+    time.sleep(1.5)  # old settles (settle: 1s); the new one will be written all along
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "protect": {"settle": "1s", "min_age": "0s", "keep_last": 0},
+                "trigger": {"max_store_size": 1},
+                "rules": [{"match": "iris", "keep_latest": False}],
+            }
+        )
+    )
+    saver, copying = start_slow_save(home)
+    try:
+        if how == "delete-latest":
+            result = storewarden(home, "delete", "iris:latest", "--kind", "models", config=config)
+            assert result.returncode == 4, result.stderr
+            assert "no_settled_latest" in result.stderr
+        else:
+            result = storewarden(home, "prune", config=config)
+            assert result.returncode == 0, result.stderr
+            skipped = [e for e in events(result) if e["event"] == "removal_skipped"]
+            assert [(e["version"], e["reasons"]) for e in skipped] == [
+                (old.partition(":")[2], ["no_settled_latest"])
+            ]
+        # While the copy goes on, latest still names the whole old version.
+        during = run_python(home, READ_LATEST)
+        assert during == {"tag": old, "weights": 64 * 1024}
+        assert not [e for e in events(result) if e["event"] == "latest_changed"]
+    finally:
+        output, errors = saver.communicate(timeout=120)
+    assert saver.returncode == 0, errors
+    saved = json.loads(output.splitlines()[-1])["saved"]
+    assert saved.partition(":")[2] == copying
+    # BentoML then points latest at the new version, once it is whole.
+    assert run_python(home, READ_LATEST) == {"tag": saved, "weights": 8 * 256 * 1024}
