@@ -61,6 +61,7 @@ class Index:
     others: dict[Path, VersionRecord] = field(default_factory=dict)
     pointers: dict[tuple[str, str], Pointer] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
+    linked: frozenset[Path] = frozenset()
     store_bytes: int = 0
     # Running totals per kind, kept with every change, so that a check (and the
     # metrics it updates) reads them in O(1) however large the store is.
@@ -98,6 +99,7 @@ class Index:
         self.others = {record.path: record for record in snapshot.others}
         self.pointers = dict(snapshot.pointers)
         self.problems = snapshot.problems
+        self.linked = snapshot.linked
         self.store_bytes = 0
         self.bytes_by_kind = dict.fromkeys(self.kinds, 0)
         self.versions_by_kind = dict.fromkeys(self.kinds, 0)
@@ -107,7 +109,7 @@ class Index:
 
     def snapshot(self) -> Snapshot:
         """Return the index as a Snapshot for the planner (bentos being built read afresh)."""
-        base = Snapshot(self.root, tuple(self.versions.values()), self.pointers)
+        base = Snapshot(self.root, tuple(self.versions.values()), self.pointers, linked=self.linked)
         return Snapshot(
             self.root,
             base.versions,
@@ -115,6 +117,7 @@ class Index:
             self.problems,
             others=tuple(self.others.values()),
             staging=census_staging(self.root, self.filesystem),
+            linked=self.linked,
         )
 
     def touched(self, path: str) -> Touched | None:

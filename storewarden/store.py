@@ -137,6 +137,8 @@ class Snapshot:
     problems: tuple[Problem, ...] = ()
     others: tuple[VersionRecord, ...] = ()
     staging: tuple[VersionRecord, ...] = ()
+    # Version entries that are symlinks: left alone, but a pointer naming one is valid.
+    linked: frozenset[Path] = frozenset()
     _by_key: dict[tuple[str, str], tuple[VersionRecord, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -541,6 +543,7 @@ def _census_name(
     pointers: dict[tuple[str, str], Pointer],
     problems: list[Problem],
     cache: RecordCache | None,
+    linked: set[Path],
 ) -> None:
     """Add one name directory's versions, pointer and problems to the census lists."""
     name_path = Path(name_entry.path)
@@ -572,6 +575,8 @@ def _census_name(
             problems.append(Problem(path, "entry is not a valid BentoML tag"))
         elif not stat.S_ISDIR(info.st_mode):
             problems.append(Problem(path, "version is a symlink or a file, not a directory"))
+            if stat.S_ISLNK(info.st_mode):
+                linked.add(path)
         else:
             stamp = Stamp.of(info)
             record = (
@@ -609,13 +614,16 @@ def census(
     pointers: dict[tuple[str, str], Pointer] = {}
     problems: list[Problem] = []
     seen: set[tuple[int, int]] = set()
+    linked: set[Path] = set()
     for kind in managed:
-        _census_kind(kind, root, filesystem, seen, versions, pointers, problems, cache)
+        _census_kind(kind, root, filesystem, seen, versions, pointers, problems, cache, linked)
     others: list[VersionRecord] = []
     if "bentos" not in managed:
         # Read for their references only: their pointers and problems are not ours.
-        _census_kind("bentos", root, filesystem, set(), others, {}, [], cache)
-    snapshot = Snapshot(root=root, versions=tuple(versions), pointers=pointers)
+        _census_kind("bentos", root, filesystem, set(), others, {}, [], cache, set())
+    snapshot = Snapshot(
+        root=root, versions=tuple(versions), pointers=pointers, linked=frozenset(linked)
+    )
     return Snapshot(
         root=root,
         versions=snapshot.versions,
@@ -623,6 +631,7 @@ def census(
         problems=tuple(problems),
         others=tuple(others),
         staging=census_staging(root, filesystem),
+        linked=snapshot.linked,
     )
 
 
@@ -635,6 +644,7 @@ def _census_kind(
     pointers: dict[tuple[str, str], Pointer],
     problems: list[Problem],
     cache: RecordCache | None,
+    linked: set[Path],
 ) -> None:
     """Add one kind directory's versions, pointers and problems to the census lists."""
     kind_dir = root / kind
@@ -646,7 +656,9 @@ def _census_kind(
         problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
         return
     for name_entry in _entries(kind_dir, filesystem) or ():
-        _census_name(kind, name_entry, filesystem, seen, versions, pointers, problems, cache)
+        _census_name(
+            kind, name_entry, filesystem, seen, versions, pointers, problems, cache, linked
+        )
 
 
 def staging_name(directory: str) -> str:
@@ -693,6 +705,9 @@ def check_targets(snapshot: Snapshot) -> dict[tuple[str, str], Pointer]:
             pointer.problem is None
             and target is not None
             and snapshot.find(pointer.kind, pointer.name, target) is None
+            # A symlinked version is left alone, and so is the pointer naming it:
+            # BentoML lists and loads it.
+            and pointer.path.parent / target not in snapshot.linked
         )
         checked[key] = (
             replace(pointer, problem=f"pointer names missing version {target!r}")

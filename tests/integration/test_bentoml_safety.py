@@ -48,7 +48,8 @@ def slow_copytree(source, destination, *args, **kwargs):
     destination.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source / "model.yaml", destination / "model.yaml")
     print(json.dumps({"copying": destination.name}), flush=True)
-    with open(source / "weights.bin", "rb") as reader, open(destination / "weights.bin", "wb") as writer:
+    reader = open(source / "weights.bin", "rb")
+    with reader, open(destination / "weights.bin", "wb") as writer:
         for _ in range(chunks):
             writer.write(reader.read(size))
             writer.flush()
@@ -155,3 +156,33 @@ def test_latest_never_moves_onto_a_version_bentoml_is_still_copying(
     assert saved.partition(":")[2] == copying
     # BentoML then points latest at the new version, once it is whole.
     assert run_python(home, READ_LATEST) == {"tag": saved, "weights": 8 * 256 * 1024}
+
+
+# -- case 2: a version directory that is a symlink ---------------------------------------
+
+
+def test_a_latest_naming_a_symlinked_version_bentoml_loads_is_left_alone(tmp_path: Path) -> None:
+    home = tmp_path / "bentoml"
+    first = run_python(home, SAVE_ONE, "1000")["tag"]
+    second = run_python(home, SAVE_ONE, "2000")["tag"]
+    # The newest version lives elsewhere (another disk, say), linked into the store.
+    version = second.partition(":")[2]
+    linked = home / "models" / "iris" / version
+    elsewhere = tmp_path / "elsewhere" / version
+    elsewhere.parent.mkdir()
+    shutil.move(linked, elsewhere)
+    os.symlink(elsewhere, linked)
+    assert run_python(home, READ_LATEST) == {"tag": second, "weights": 2000}
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"protect": {"settle": "0s"}}))  # the other version settled
+
+    result = storewarden(home, "prune", config=config)
+
+    assert result.returncode == 0, result.stderr
+    names = [event["event"] for event in events(result)]
+    assert "pointer_repaired" not in names
+    assert (home / "models" / "iris" / "latest").read_text() == version
+    assert run_python(home, READ_LATEST) == {"tag": second, "weights": 2000}
+    assert (home / "models" / "iris" / first.partition(":")[2]).is_dir()
+    assert os.path.islink(linked)
+    assert (elsewhere / "weights.bin").stat().st_size == 2000
