@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_bentoml_compat import bentoml_environment, run_python
+from tests.reliability.test_hostile_input import drop_file_capabilities
 
 pytestmark = pytest.mark.slow
 
@@ -186,3 +187,44 @@ def test_a_latest_naming_a_symlinked_version_bentoml_loads_is_left_alone(tmp_pat
     assert (home / "models" / "iris" / first.partition(":")[2]).is_dir()
     assert os.path.islink(linked)
     assert (elsewhere / "weights.bin").stat().st_size == 2000
+
+
+# -- case 5: a model.yaml that cannot be read is not half written --------------------------
+
+
+def test_a_model_whose_model_yaml_cannot_be_read_is_protected_not_abandoned(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "bentoml"
+    unreadable = run_python(home, SAVE_ONE, "1000")["tag"]
+    run_python(home, SAVE_ONE, "1000")
+    version = unreadable.partition(":")[2]
+    # latest names the version whose model.yaml the warden cannot read; BentoML (here
+    # root, standing for the other user it runs as) still can.
+    (home / "models" / "iris" / "latest").write_text(version)
+    (home / "models" / "iris" / version / "model.yaml").chmod(0)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "protect": {"settle": "0s", "min_age": "0s", "abandoned_after": "0s"},
+                "trigger": {"max_store_size": 1},
+            }
+        )
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-m", "storewarden", "prune", "--config", str(config)],
+        env={**os.environ, "BENTOML_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=drop_file_capabilities if os.geteuid() == 0 else None,  # noqa: PLW1509
+    )
+
+    assert result.returncode == 0, result.stderr
+    removed = [e for e in events(result) if e["event"] == "version_removed"]
+    assert version not in {event["version"] for event in removed}
+    assert (home / "models" / "iris" / version / "model.yaml").exists()
+    assert run_python(home, READ_LATEST) == {"tag": unreadable, "weights": 1000}
