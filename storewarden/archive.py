@@ -26,6 +26,7 @@ it is now the newest version of its name by ``creation_time``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import re
@@ -61,7 +62,15 @@ except ImportError:  # pragma: no cover - every wheel on PyPI ships libyaml
 Format = Literal["tar", "gz", "xz"]
 EXTENSIONS: dict[str, str] = {"models": "bentomodel", "bentos": "bento"}
 # Which archives the budget counts and may remove: only names this module writes.
-ARCHIVE_NAME = re.compile(r"^[a-z0-9][-._a-z0-9]*\.(bentomodel|bento)(\.tar|\.gz)?$")
+# ``name+version``: "+" never occurs in a tag, so the name says where the name ends
+# ("resnet-50:v1" and "resnet:50-v1" would both be "resnet-50-v1" with a "-"). A
+# second archive of the same version gets "~2", "~3"... (older releases wrote "-").
+ARCHIVE_NAME = re.compile(
+    r"^[a-z0-9][-._a-z0-9]*(\+[a-z0-9][-._a-z0-9]*(~[0-9]+)?)?\.(bentomodel|bento)(\.tar|\.gz)?$"
+)
+# How many archives of one version may coexist before writing one more is refused.
+MAX_SAME_VERSION = 1000
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS)
 PARTIAL_MARK = ".partial-"
 # A temporary archive untouched this long was left by a crash, not a writer at work.
 PARTIAL_STALE_SECONDS = 3600.0
@@ -80,9 +89,16 @@ class RestoreError(Exception):
     """An archive cannot be restored (not a version archive, or the version exists)."""
 
 
-def archive_file_name(kind: str, name: str, version: str, archive_format: Format) -> str:
-    """Return the archive's file name; its extension tells ``bentoml ... import`` the format."""
-    base = f"{name}-{version}.{EXTENSIONS[kind]}"
+def archive_file_name(
+    kind: str, name: str, version: str, archive_format: Format, copy: int = 1
+) -> str:
+    """Return the archive's file name; its extension tells ``bentoml ... import`` the format.
+
+    ``name+version``, unambiguous since "+" is in no tag; ``copy`` above 1
+    names a further archive of the same version (``name+version~2``).
+    """
+    stem = f"{name}+{version}" + (f"~{copy}" if copy > 1 else "")
+    base = f"{stem}.{EXTENSIONS[kind]}"
     return base if archive_format == "xz" else f"{base}.{archive_format}"
 
 
@@ -167,7 +183,7 @@ class Archiver:
             self._write_tar(record.path, temporary)
             size = os.stat(temporary).st_size
             if self.max_size is None or size <= self.max_size:
-                os.rename(temporary, final)
+                final = self._publish(temporary, record)
                 _fsync_directory(self.directory)
         except OSError as error:
             _discard(temporary)
@@ -197,6 +213,37 @@ class Archiver:
             except OSError as error:
                 raise ArchiveError(f"{error.filename}: {error.strerror or error}") from None
         return final
+
+    def _publish(self, temporary: Path, record: VersionRecord) -> Path:
+        """Give the finished archive its name, never replacing an archive already there.
+
+        ``link`` fails where ``rename`` would overwrite: an earlier archive of
+        the same version (restored, then removed again) keeps its name, and
+        this one takes the next free ``~N``. Raise OSError(EEXIST) if
+        MAX_SAME_VERSION are there already.
+        """
+        for copy in range(1, MAX_SAME_VERSION + 1):
+            final = self.directory / archive_file_name(
+                record.kind, record.name, record.version, self.format, copy
+            )
+            try:
+                os.link(temporary, final)
+            except FileExistsError:
+                continue
+            except OSError as error:
+                if error.errno not in _NO_HARD_LINKS:
+                    raise
+                # A filesystem without hard links (vfat, some network mounts): check,
+                # then rename. Only another writer of this very name could slip in.
+                if os.path.lexists(final):
+                    continue
+                os.rename(temporary, final)
+                return final
+            os.unlink(temporary)
+            return final
+        raise FileExistsError(
+            errno.EEXIST, f"{MAX_SAME_VERSION} archives of {record.tag} exist", str(self.directory)
+        )
 
     def _trim(self, allowance: int, *, spare: Path) -> None:
         """Remove the oldest archives but ``spare`` until they total at most ``allowance``."""

@@ -127,7 +127,7 @@ def main() -> None:
       storewarden delete iris:abc123     # delete one version, pointer kept valid
       storewarden pin iris:abc123 --until 7d --reason "release candidate"
       storewarden pins                   # who pinned what, until when
-      storewarden restore /var/lib/storewarden/archive/iris-abc123.bentomodel.tar
+      storewarden restore /var/lib/storewarden/archive/iris+abc123.bentomodel.tar
       storewarden run                    # the daemon
     """
 
@@ -780,7 +780,7 @@ def restore_command(
     again: --pin keeps it.
 
     \b
-    Example: storewarden restore /var/lib/storewarden/archive/iris-dr4qngxj3c754ax4.bentomodel.tar
+    Example: storewarden restore /var/lib/storewarden/archive/iris+dr4qngxj3c754ax4.bentomodel.tar
     """
     config = load(config_path, store)
     setup_logging(config, to_stderr=False)

@@ -206,7 +206,7 @@ def test_restore_puts_an_archived_version_back_and_pins_it_on_request(
     deleted = run_cli(home, "delete", "iris:v3", "--config", str(config))
     assert deleted.returncode == 0, deleted.stderr
     assert read_latest(home, "iris") == "v2"
-    archive = archives / "iris-v3.bentomodel.tar"
+    archive = archives / "iris+v3.bentomodel.tar"
 
     restored = run_cli(home, "restore", str(archive), "--pin")
     again = run_cli(home, "restore", str(archive))

@@ -24,9 +24,9 @@ from storewarden import archive
 from storewarden.archive import Archiver, RestoreError, UnsafeArchiveDirError, restore
 from storewarden.config import ConfigError, build_config
 from storewarden.engine import Engine
-from storewarden.store import census_version
+from storewarden.store import census, census_version
 from tests.conftest import Audit
-from tests.storebuilder import make_version, point_latest, read_latest
+from tests.storebuilder import NOW, make_version, point_latest, read_latest
 
 MIB = 1024 * 1024
 
@@ -121,7 +121,7 @@ def test_a_removed_version_is_archived_first_in_the_format_its_extension_names(
     ]
     for event in written:
         path = Path(event["path"])
-        assert path.name == f"iris-{event['version']}{suffix}"
+        assert path.name == f"iris+{event['version']}{suffix}"
         assert event["bytes"] == path.stat().st_size
         assert digest_archive(path) == before[event["version"]]
         head = path.read_bytes()[:512]
@@ -132,8 +132,8 @@ def test_a_removed_version_is_archived_first_in_the_format_its_extension_names(
         written_at = names.index(("archive_written", version))
         assert written_at < names.index(("version_removed", version))
     assert sorted(path.name for path in archives.iterdir()) == [
-        f"iris-v0{suffix}",
-        f"iris-v1{suffix}",
+        f"iris+v0{suffix}",
+        f"iris+v1{suffix}",
     ]
 
 
@@ -280,7 +280,7 @@ def test_a_symlink_leaving_the_version_makes_it_unarchivable(
     assert [outcome.record.version for outcome in result.removed] == ["v1"]
     assert paths[0].is_dir()
     assert "outside the version" in audit.named("archive_failed")[0]["error"]
-    with tarfile.open(tmp_path / "archive" / "iris-v1.bentomodel.tar") as tar:
+    with tarfile.open(tmp_path / "archive" / "iris+v1.bentomodel.tar") as tar:
         link = tar.getmember("inside")
     assert link.issym()
     assert link.linkname == "sub/vocab.txt"
@@ -293,7 +293,7 @@ def test_hard_links_are_archived_as_plain_files(store: Path, tmp_path: Path) -> 
 
     engine_for(store, tmp_path / "archive").cycle()
 
-    with tarfile.open(tmp_path / "archive" / "iris-v0.bentomodel.tar") as tar:
+    with tarfile.open(tmp_path / "archive" / "iris+v0.bentomodel.tar") as tar:
         members = {member.name: member for member in tar.getmembers()}
     assert members["weights-copy.bin"].isfile()
     assert members["weights-copy.bin"].size == members["weights.bin"].size
@@ -336,7 +336,7 @@ def archived(store: Path, tmp_path: Path, *, versions: tuple[str, ...]) -> dict[
     archives = tmp_path / "archive"
     archives.mkdir(exist_ok=True)
     engine_for(store, archives).delete([f"iris:{version}" for version in versions])
-    return {version: archives / f"iris-{version}.bentomodel.tar" for version in versions}
+    return {version: archives / f"iris+{version}.bentomodel.tar" for version in versions}
 
 
 def restore_into(store: Path, archive_path: Path) -> archive.Restored:
@@ -493,3 +493,39 @@ def test_an_archiver_lists_only_its_own_archives_oldest_first(tmp_path: Path) ->
         "b-v1.bento",
         "a-v1.bentomodel.tar",
     ]
+
+
+def test_versions_whose_dashed_names_would_collide_get_archives_of_their_own(
+    store: Path, tmp_path: Path
+) -> None:
+    # "resnet-50:v1" and "resnet:50-v1" would both be "resnet-50-v1.bentomodel.tar".
+    first = make_version(store, "resnet-50", "v1", created=NOW - timedelta(days=30))
+    second = make_version(store, "resnet", "50-v1", created=NOW - timedelta(days=29))
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    archiver = Archiver(archives, store=store)
+
+    written = [archiver.write(record) for record in census(store).versions]
+
+    assert sorted(path.name for path in written) == [
+        "resnet+50-v1.bentomodel.tar",
+        "resnet-50+v1.bentomodel.tar",
+    ]
+    assert {archive.inspect_archive(path).name for path in written} == {"resnet", "resnet-50"}
+    assert digest_archive(archives / "resnet-50+v1.bentomodel.tar") == digest_tree(first)
+    assert digest_archive(archives / "resnet+50-v1.bentomodel.tar") == digest_tree(second)
+
+
+def test_an_archive_already_there_is_never_written_over(store: Path, tmp_path: Path) -> None:
+    make_version(store, "iris", "v1", created=NOW - timedelta(days=30))
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    earlier = archives / "iris+v1.bentomodel.tar"
+    earlier.write_bytes(b"an earlier archive of iris:v1, restored and removed again")
+    (record,) = census(store).versions
+
+    written = Archiver(archives, store=store).write(record)
+
+    assert written.name == "iris+v1~2.bentomodel.tar"
+    assert earlier.read_bytes().startswith(b"an earlier archive")
+    assert archive.inspect_archive(written).version == "v1"

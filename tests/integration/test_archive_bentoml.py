@@ -140,9 +140,9 @@ def archived(tmp_path_factory: pytest.TempPathFactory) -> Archived:
 
     files = {path.name: path for path in archive_dir.iterdir()}
     archives = {
-        models[0]: files[f"{models[0].replace(':', '-')}.bentomodel.tar"],
-        models[1]: files[f"{models[1].replace(':', '-')}.bentomodel.gz"],
-        bento: files[f"{bento.replace(':', '-')}.bento"],
+        models[0]: files[f"{models[0].replace(':', '+')}.bentomodel.tar"],
+        models[1]: files[f"{models[1].replace(':', '+')}.bentomodel.gz"],
+        bento: files[f"{bento.replace(':', '+')}.bento"],
     }
     assert len(files) == 3
     return Archived(home, before["found"], models, bento, archives)

@@ -220,7 +220,7 @@ def test_a_model_whose_model_yaml_cannot_be_read_is_protected_not_abandoned(
         text=True,
         timeout=120,
         check=False,
-        preexec_fn=drop_file_capabilities if os.geteuid() == 0 else None,  # noqa: PLW1509
+        preexec_fn=drop_file_capabilities if os.geteuid() == 0 else None,
     )
 
     assert result.returncode == 0, result.stderr
@@ -228,3 +228,64 @@ def test_a_model_whose_model_yaml_cannot_be_read_is_protected_not_abandoned(
     assert version not in {event["version"] for event in removed}
     assert (home / "models" / "iris" / version / "model.yaml").exists()
     assert run_python(home, READ_LATEST) == {"tag": unreadable, "weights": 1000}
+
+
+# -- case 6: archive names that would collide ----------------------------------------------
+
+# argv: tags to save with explicit versions. One line of JSON: the tags saved.
+SAVE_TAGS = """
+import json, os, pathlib, sys
+import bentoml
+
+saved = []
+for tag in sys.argv[1:]:
+    with bentoml.models.create(tag) as model:
+        pathlib.Path(model.path, "weights.bin").write_bytes(tag.encode() * 100)
+    saved.append(str(model.tag))
+print(json.dumps(saved))
+"""
+
+# argv: archive paths. Imports each with BentoML's own CLI into the store; lists the result.
+IMPORT_ALL = """
+import json, subprocess, sys
+import bentoml
+
+for path in sys.argv[1:]:
+    subprocess.run([sys.executable, "-m", "bentoml", "models", "import", path], check=True)
+weights = {}
+for model in bentoml.models.list():
+    with open(model.path_of("weights.bin"), "rb") as handle:
+        weights[str(model.tag)] = handle.read().decode()
+print(json.dumps(weights))
+"""
+
+
+def test_two_versions_whose_archive_names_would_collide_both_come_back(tmp_path: Path) -> None:
+    home = tmp_path / "bentoml"
+    saved = run_python(home, SAVE_TAGS, "resnet-50:v1", "resnet:50-v1")
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "archive": {"dir": str(archives)},
+                "protect": {"settle": "0s", "min_age": "0s", "keep_last": 0},
+                "trigger": {"max_store_size": 1},
+                "rules": [{"match": "*", "keep_latest": False}],
+            }
+        )
+    )
+
+    result = storewarden(home, "prune", config=config)
+
+    assert result.returncode == 0, result.stderr
+    removed = {
+        f"{e['name']}:{e['version']}" for e in events(result) if e["event"] == "version_removed"
+    }
+    assert removed == set(saved)
+    written = sorted(archives.iterdir())
+    assert len(written) == 2
+    # Both archives import back with BentoML's own CLI, each the version it was.
+    restored = run_python(tmp_path / "elsewhere", IMPORT_ALL, *map(str, written))
+    assert restored == {tag: tag * 100 for tag in saved}
