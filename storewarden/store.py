@@ -534,62 +534,79 @@ def _entries(path: Path, filesystem: FileSystem) -> Iterator[os.DirEntry[str]] |
         raise
 
 
-def _census_name(
-    kind: Kind,
-    name_entry: os.DirEntry[str],
-    filesystem: FileSystem,
-    seen: set[tuple[int, int]],
-    versions: list[VersionRecord],
-    pointers: dict[tuple[str, str], Pointer],
-    problems: list[Problem],
-    cache: RecordCache | None,
-    linked: set[Path],
-) -> None:
-    """Add one name directory's versions, pointer and problems to the census lists."""
-    name_path = Path(name_entry.path)
-    if not is_valid_tag_part(name_entry.name):
-        problems.append(Problem(name_path, "name is not a valid BentoML tag"))
-        return
-    if name_entry.is_symlink() or not name_entry.is_dir(follow_symlinks=False):
-        problems.append(Problem(name_path, "not a directory; not scanned"))
-        return
-    try:
-        entries = _entries(name_path, filesystem)
-    except PermissionError:
-        problems.append(Problem(name_path, "cannot read the name directory"))
-        return
-    for entry in entries or ():
-        # A child of one Path per name shares its parent's parts: parsing each
-        # version's full path again costs time and ~300 bytes a version.
-        path = name_path / entry.name
+@dataclass
+class _Census:
+    """One census in progress: what it found so far, and what it reads with."""
+
+    filesystem: FileSystem
+    cache: RecordCache | None
+    versions: list[VersionRecord] = field(default_factory=list)
+    pointers: dict[tuple[str, str], Pointer] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    linked: set[Path] = field(default_factory=set)
+    seen: set[tuple[int, int]] = field(default_factory=set)
+
+    def kind(self, kind: Kind, root: Path) -> None:
+        """Read one kind directory: every name in it."""
+        kind_dir = root / kind
         try:
-            info = entry.stat(follow_symlinks=False)
-            if entry.name == POINTER:
-                pointers[(kind, name_entry.name)] = read_pointer(
-                    kind, name_entry.name, path, filesystem, info
-                )
-                continue
+            kind_info = self.filesystem.lstat(kind_dir)
         except FileNotFoundError:
-            continue
-        if not is_valid_tag_part(entry.name):
-            problems.append(Problem(path, "entry is not a valid BentoML tag"))
-        elif not stat.S_ISDIR(info.st_mode):
-            problems.append(Problem(path, "version is a symlink or a file, not a directory"))
+            return
+        if not stat.S_ISDIR(kind_info.st_mode):
+            self.problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
+            return
+        for name_entry in _entries(kind_dir, self.filesystem) or ():
+            self.name(kind, name_entry)
+
+    def name(self, kind: Kind, name_entry: os.DirEntry[str]) -> None:
+        """Read one name directory: its versions, its pointer and what is wrong in it."""
+        name_path = Path(name_entry.path)
+        if not is_valid_tag_part(name_entry.name):
+            self.problems.append(Problem(name_path, "name is not a valid BentoML tag"))
+            return
+        if name_entry.is_symlink() or not name_entry.is_dir(follow_symlinks=False):
+            self.problems.append(Problem(name_path, "not a directory; not scanned"))
+            return
+        try:
+            entries = _entries(name_path, self.filesystem)
+        except PermissionError:
+            self.problems.append(Problem(name_path, "cannot read the name directory"))
+            return
+        for entry in entries or ():
+            # A child of one Path per name shares its parent's parts: parsing each
+            # version's full path again costs time and ~300 bytes a version.
+            path = name_path / entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if entry.name == POINTER:
+                    self.pointers[(kind, name_entry.name)] = read_pointer(
+                        kind, name_entry.name, path, self.filesystem, info
+                    )
+                    continue
+            except FileNotFoundError:
+                continue
+            self.entry(kind, name_entry.name, path, info)
+
+    def entry(self, kind: Kind, name: str, path: Path, info: os.stat_result) -> None:
+        """Read one entry of a name directory: a version, or something left alone."""
+        if not is_valid_tag_part(path.name):
+            self.problems.append(Problem(path, "entry is not a valid BentoML tag"))
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            self.problems.append(Problem(path, "version is a symlink or a file, not a directory"))
             if stat.S_ISLNK(info.st_mode):
-                linked.add(path)
-        else:
-            stamp = Stamp.of(info)
-            record = (
-                cache.lookup(kind, name_entry.name, entry.name, path, stamp)
-                if cache is not None
-                else None
-            )
-            if record is None:
-                record = census_version(kind, name_entry.name, path, filesystem, seen)
-                if record is not None and cache is not None:
-                    cache.store(record, stamp)  # stamped before the walk: a change since misses
-            if record is not None:
-                versions.append(record)
+                self.linked.add(path)
+            return
+        stamp = Stamp.of(info)
+        cache = self.cache
+        record = cache.lookup(kind, name, path.name, path, stamp) if cache is not None else None
+        if record is None:
+            record = census_version(kind, name, path, self.filesystem, self.seen)
+            if record is not None and cache is not None:
+                cache.store(record, stamp)  # stamped before the walk: a change since misses
+        if record is not None:
+            self.versions.append(record)
 
 
 def census(
@@ -610,55 +627,28 @@ def census(
     if not root.is_dir():
         raise FileNotFoundError(f"store {root} does not exist or is not a directory")
     managed = tuple(kinds)
-    versions: list[VersionRecord] = []
-    pointers: dict[tuple[str, str], Pointer] = {}
-    problems: list[Problem] = []
-    seen: set[tuple[int, int]] = set()
-    linked: set[Path] = set()
+    found = _Census(filesystem, cache)
     for kind in managed:
-        _census_kind(kind, root, filesystem, seen, versions, pointers, problems, cache, linked)
-    others: list[VersionRecord] = []
+        found.kind(kind, root)
+    others = _Census(filesystem, cache)
     if "bentos" not in managed:
         # Read for their references only: their pointers and problems are not ours.
-        _census_kind("bentos", root, filesystem, set(), others, {}, [], cache, set())
+        others.kind("bentos", root)
     snapshot = Snapshot(
-        root=root, versions=tuple(versions), pointers=pointers, linked=frozenset(linked)
+        root=root,
+        versions=tuple(found.versions),
+        pointers=found.pointers,
+        linked=frozenset(found.linked),
     )
     return Snapshot(
         root=root,
         versions=snapshot.versions,
         pointers=check_targets(snapshot),
-        problems=tuple(problems),
-        others=tuple(others),
+        problems=tuple(found.problems),
+        others=tuple(others.versions),
         staging=census_staging(root, filesystem),
         linked=snapshot.linked,
     )
-
-
-def _census_kind(
-    kind: Kind,
-    root: Path,
-    filesystem: FileSystem,
-    seen: set[tuple[int, int]],
-    versions: list[VersionRecord],
-    pointers: dict[tuple[str, str], Pointer],
-    problems: list[Problem],
-    cache: RecordCache | None,
-    linked: set[Path],
-) -> None:
-    """Add one kind directory's versions, pointers and problems to the census lists."""
-    kind_dir = root / kind
-    try:
-        kind_info = filesystem.lstat(kind_dir)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(kind_info.st_mode):
-        problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
-        return
-    for name_entry in _entries(kind_dir, filesystem) or ():
-        _census_name(
-            kind, name_entry, filesystem, seen, versions, pointers, problems, cache, linked
-        )
 
 
 def staging_name(directory: str) -> str:

@@ -171,9 +171,11 @@ def test_a_symlink_pointer_to_a_version_outside_the_store_is_a_problem_and_never
     assert touched_outside(filesystem, outside) == []
 
 
-def test_a_pointer_naming_a_version_that_is_a_symlink_out_of_the_store_is_a_problem(
+def test_a_pointer_naming_a_symlinked_version_is_left_alone_with_the_version(
     store: Path, tmp_path: Path
 ) -> None:
+    # BentoML lists and loads a symlinked version; the census leaves it alone (never
+    # following the link), and so no repair may "fix" the pointer that names it.
     outside = outside_store(tmp_path)
     make_version(store, "iris", "v1")
     os.symlink(outside / "models" / "elsewhere" / "v1", store / "models" / "iris" / "v9")
@@ -182,8 +184,10 @@ def test_a_pointer_naming_a_version_that_is_a_symlink_out_of_the_store_is_a_prob
 
     snapshot = census(store, filesystem=filesystem)
 
-    assert snapshot.pointers[("models", "iris")].problem is not None
-    assert snapshot.pointer_target("models", "iris") is None
+    assert snapshot.pointers[("models", "iris")].problem is None
+    assert snapshot.pointer_target("models", "iris") == "v9"
+    assert [record.tag for record in snapshot.versions] == ["iris:v1"]
+    assert snapshot.linked == {store / "models" / "iris" / "v9"}
     assert touched_outside(filesystem, outside) == []
 
 
