@@ -31,7 +31,14 @@ from storewarden.config import (
     load_config,
     parse_duration,
 )
-from storewarden.engine import CycleResult, Engine, PlanView, RefusedError, UnknownTagError
+from storewarden.engine import (
+    AmbiguousTagError,
+    CycleResult,
+    Engine,
+    PlanView,
+    RefusedError,
+    UnknownTagError,
+)
 from storewarden.pins import Pin, PinBoard, PinsError, check_tag, current_user
 from storewarden.prune import StoreBusyError, UnsafeStateDirError
 from storewarden.store import Kind, Snapshot
@@ -100,7 +107,7 @@ def handle_errors(function: F) -> F:
             fail(str(error), EXIT_REFUSED)
         except UnknownTagError as error:
             fail(str(error), EXIT_ERROR)
-        except (UnsafeStateDirError, UnsafeArchiveDirError) as error:
+        except (UnsafeStateDirError, UnsafeArchiveDirError, AmbiguousTagError) as error:
             fail(str(error), EXIT_CONFIG)
         except (PinsError, RestoreError) as error:
             fail(str(error), EXIT_ERROR)

@@ -83,6 +83,10 @@ class UnknownTagError(Exception):
     """``delete`` was given tags the store does not hold."""
 
 
+class AmbiguousTagError(Exception):
+    """``delete`` was given a tag that names a model and a bento, and no ``--kind``."""
+
+
 class RefusedError(Exception):
     """``delete`` refused a version that is pinned, in use or being written."""
 
@@ -765,11 +769,23 @@ class Engine:
             self._snapshot = snapshot
             records: list[VersionRecord] = []
             unknown = []
+            ambiguous = []
             for tag in tags:
                 matches = self.resolve(snapshot, tag, kind)
                 if not matches or ":" not in tag:
                     unknown.append(tag)
+                if len({record.kind for record in matches}) > 1:
+                    ambiguous.append(
+                        f"{tag} names "
+                        + " and ".join(f"{record.kind}/{record.tag}" for record in matches)
+                    )
                 records.extend(matches)
+            if ambiguous:
+                # BentoML's own delete works on one kind at a time; so does this one.
+                raise AmbiguousTagError(
+                    "; ".join(ambiguous)
+                    + ": give --kind models or --kind bentos (nothing was deleted)"
+                )
             if unknown:
                 raise UnknownTagError(
                     "no such version in the store: "

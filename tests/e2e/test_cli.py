@@ -31,7 +31,7 @@ import storewarden
 from storewarden import logs
 from storewarden.cli import main as cli_group
 from storewarden.config import Config
-from tests.storebuilder import make_version, point_latest, read_latest
+from tests.storebuilder import NOW, make_version, point_latest, read_latest
 
 UNIT = 256 * 1024  # the weights of one version; descriptors and blocks add a few KiB
 CONSOLE_SCRIPT = Path(sys.executable).parent / "storewarden"
@@ -709,3 +709,28 @@ def test_schema_prints_a_json_schema_of_every_config_key(store: Path) -> None:
         assert reference.removeprefix("#/$defs/") in definitions
     trigger = definitions["TriggerConfig"]["properties"]
     assert {"high_percent", "low_percent", "min_free", "max_store_size"} <= set(trigger)
+
+
+def test_delete_of_a_tag_that_names_a_model_and_a_bento_exits_2_until_given_a_kind(
+    store: Path, tmp_path: Path
+) -> None:
+    make_version(store, "iris", "m1", created=NOW - timedelta(days=3), set_latest=True)
+    make_version(store, "iris", "b1", kind="bentos", created=NOW - timedelta(days=3))
+    point_latest(store, "iris", "b1", kind="bentos")
+    config = tmp_path / "config.yaml"
+    config.write_text("protect:\n  settle: 0s\n  min_age: 0s\n")
+    before = store_tree(store)
+
+    refused = run_cli(store, "delete", "iris:latest", "--config", str(config))
+
+    assert refused.returncode == 2, refused.stderr
+    assert "models/iris:m1" in refused.stderr
+    assert "bentos/iris:b1" in refused.stderr
+    assert "--kind" in refused.stderr
+    assert store_tree(store) == before
+
+    chosen = run_cli(store, "delete", "iris:latest", "--kind", "bentos", "--config", str(config))
+
+    assert chosen.returncode == 0, chosen.stderr
+    assert not (store / "bentos" / "iris").exists()
+    assert (store / "models" / "iris" / "m1").is_dir()
