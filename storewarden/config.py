@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from storewarden.tags import check_pin_glob
+
 try:  # PyYAML's C loader is several times faster; fall back only where libyaml is absent.
     from yaml import CSafeLoader as SafeLoader
 except ImportError:  # pragma: no cover - every wheel on PyPI ships libyaml
@@ -163,8 +165,10 @@ def _check_pin(pattern: object) -> str:
         raise ValueError(
             f"pin must be a string like 'name:version' or 'name:*', got {type(pattern).__name__}"
         )
-    if ":" not in pattern:
-        raise ValueError(f"pin {pattern!r} must look like 'name:version' or 'name:*'")
+    kind, slash, glob = pattern.rpartition("/")
+    if slash and kind not in ("models", "bentos"):
+        raise ValueError(f"pin {pattern!r}: only models/ or bentos/ may come before the tag")
+    check_pin_glob(glob)
     return pattern
 
 

@@ -767,31 +767,7 @@ class Engine:
                 self.recover()
             snapshot = self.census()
             self._snapshot = snapshot
-            records: list[VersionRecord] = []
-            unknown = []
-            ambiguous = []
-            for tag in tags:
-                matches = self.resolve(snapshot, tag, kind)
-                if not matches or ":" not in tag:
-                    unknown.append(tag)
-                if len({record.kind for record in matches}) > 1:
-                    ambiguous.append(
-                        f"{tag} names "
-                        + " and ".join(f"{record.kind}/{record.tag}" for record in matches)
-                    )
-                records.extend(matches)
-            if ambiguous:
-                # BentoML's own delete works on one kind at a time; so does this one.
-                raise AmbiguousTagError(
-                    "; ".join(ambiguous)
-                    + ": give --kind models or --kind bentos (nothing was deleted)"
-                )
-            if unknown:
-                raise UnknownTagError(
-                    "no such version in the store: "
-                    + ", ".join(unknown)
-                    + " (give name:version; `storewarden status` lists them)"
-                )
+            records = self._resolve_all(snapshot, tags, kind)
             records = list({record.path: record for record in records}.values())
             # Bentos first: a model a bento of this same delete needs may go after it.
             records.sort(key=lambda record: record.kind != "bentos")
@@ -861,6 +837,36 @@ class Engine:
                 usage_after=current,
                 seconds=time.monotonic() - started,
             )
+
+    def _resolve_all(
+        self, snapshot: Snapshot, tags: Sequence[str], kind: Kind | None
+    ) -> list[VersionRecord]:
+        """Return the versions ``tags`` name; raise if any names nothing, or two kinds."""
+        records: list[VersionRecord] = []
+        unknown = []
+        ambiguous = []
+        for tag in tags:
+            matches = self.resolve(snapshot, tag, kind)
+            if not matches or ":" not in tag:
+                unknown.append(tag)
+            if len({record.kind for record in matches}) > 1:
+                ambiguous.append(
+                    f"{tag} names "
+                    + " and ".join(f"{record.kind}/{record.tag}" for record in matches)
+                )
+            records.extend(matches)
+        if unknown:
+            raise UnknownTagError(
+                "no such version in the store: "
+                + ", ".join(unknown)
+                + " (give name:version; `storewarden status` lists them)"
+            )
+        if ambiguous:
+            # BentoML's own delete works on one kind at a time; so does this one.
+            raise AmbiguousTagError(
+                "; ".join(ambiguous) + ": give --kind models or --kind bentos (nothing was deleted)"
+            )
+        return records
 
     def _refuse_protected(self, snapshot: Snapshot, records: Sequence[VersionRecord]) -> None:
         """Raise RefusedError naming every version of ``records`` a delete must not touch.

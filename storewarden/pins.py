@@ -20,7 +20,6 @@ import fcntl
 import getpass
 import json
 import os
-import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 
 from storewarden.logs import get_logger
 from storewarden.store import Kind
+from storewarden.tags import check_pin_glob
 
 PINS_FILE = "pins.json"
 LOCK_FILE = "pins.lock"
@@ -38,8 +38,6 @@ FORMAT_VERSION = 1
 MAX_PINS_BYTES = 4 * 1024 * 1024
 # Every version matches this glob: what a prune assumes while the pins are unknown.
 EVERYTHING = "*:*"
-# A tag part as BentoML spells it, plus the glob characters * ? [ ] !.
-_TAG_PART = re.compile(r"^[a-z0-9._*?\[\]!-]{1,63}$")
 
 
 class PinsError(Exception):
@@ -51,14 +49,16 @@ class InvalidPinError(Exception):
 
 
 def check_tag(tag: str) -> str:
-    """Return ``tag`` if it is a pin glob (``name:version``, ``name:*``); raise ValueError."""
-    name, colon, version = tag.partition(":")
-    if not colon or not _TAG_PART.match(name) or not _TAG_PART.match(version):
-        raise ValueError(
-            f"pin {tag!r} must look like 'name:version' or 'name:*' "
-            "(lower case letters, digits, . _ - and the globs * ? [ ])"
-        )
-    return tag
+    """Return ``tag`` if it is a pin glob (``name:version``, ``name:*``, ``name:latest``).
+
+    Raise ValueError otherwise. ``name:latest`` is resolved by the ``pin``
+    command to the version ``latest`` names now.
+    """
+    name, _colon, version = tag.partition(":")
+    if version == "latest":
+        check_pin_glob(f"{name}:*")
+        return tag
+    return check_pin_glob(tag)
 
 
 def current_user() -> str:

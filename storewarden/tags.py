@@ -11,3 +11,29 @@ MAX_TAG_LENGTH = 63
 def is_valid_tag_part(text: str) -> bool:
     """Return whether ``text`` is a valid BentoML name or version."""
     return len(text) <= MAX_TAG_LENGTH and TAG_PATTERN.match(text) is not None
+
+
+# A tag part as BentoML spells it, plus the glob characters * ? [ ] !.
+_GLOB_PART = re.compile(r"^[a-z0-9._*?\[\]!-]{1,63}$")
+
+
+def check_pin_glob(tag: str) -> str:
+    """Return ``tag`` if it is a pin glob (``name:version``, ``name:*``); raise ValueError.
+
+    BentoML lower-cases every tag, so a glob with a capital letter could never
+    match; ``latest`` is a pointer, not a version, and is refused too.
+    """
+    name, colon, version = tag.partition(":")
+    if not colon or not _GLOB_PART.match(name) or not _GLOB_PART.match(version):
+        hint = f" (BentoML lower-cases tags: write {tag.lower()!r})" if tag != tag.lower() else ""
+        raise ValueError(
+            f"pin {tag!r} must look like 'name:version' or 'name:*' "
+            f"(lower case letters, digits, . _ - and the globs * ? [ ]){hint}"
+        )
+    if version == "latest":
+        raise ValueError(
+            f"pin {tag!r}: latest is a pointer, not a version, so it would match nothing."
+            " protect.keep_latest keeps whatever latest names; to pin the version it"
+            f" names now, run `storewarden pin {tag}`"
+        )
+    return tag
