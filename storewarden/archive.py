@@ -120,6 +120,42 @@ def check_archive_dir(directory: Path, store: Path) -> None:
             )
 
 
+def ensure_archive_dir(directory: Path, *, create: bool = True) -> None:
+    """Make sure ``archive.dir`` exists: create it (mode 0700) when its parent does.
+
+    Raise UnsafeArchiveDirError with one clear line if it is not a
+    directory, or is missing and cannot be created. With ``create`` false,
+    only check that it exists or could be made (``storewarden check``).
+    """
+    try:
+        info = os.stat(directory)
+    except FileNotFoundError:
+        parent = directory.parent
+        if not parent.is_dir():
+            raise UnsafeArchiveDirError(
+                f"archive.dir {directory} does not exist, nor does {parent} to create it in;"
+                " no version could be archived, so none would ever be removed"
+            ) from None
+        if not create:
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UnsafeArchiveDirError(
+                    f"archive.dir {directory} does not exist and {parent} is not writable"
+                ) from None
+            return
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            return
+        except OSError as error:
+            raise UnsafeArchiveDirError(
+                f"archive.dir {directory} cannot be created: {error.strerror or error}"
+            ) from None
+        get_logger().info("archive_dir_created", path=str(directory))
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeArchiveDirError(f"archive.dir {directory} exists and is not a directory")
+
+
 @dataclass(frozen=True)
 class ArchiveEntry:
     """One archive in the archive directory."""
@@ -171,8 +207,10 @@ class Archiver:
             record.kind, record.name, record.version, self.format
         )
         temporary = self.directory / f".{final.name}{PARTIAL_MARK}{uuid.uuid4().hex[:12]}"
-        if not self.directory.is_dir():
-            raise ArchiveError(f"archive.dir {self.directory} does not exist")
+        try:
+            ensure_archive_dir(self.directory)
+        except UnsafeArchiveDirError as error:
+            raise ArchiveError(str(error)) from None
         try:
             self._remove_stale_partials()
             if self.max_size is not None and record.bytes <= self.max_size:

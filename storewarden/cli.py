@@ -22,7 +22,7 @@ from rich.console import Console
 
 from storewarden import __version__, logs, policy, terminal
 from storewarden import audit as trail
-from storewarden.archive import RestoreError, UnsafeArchiveDirError, check_archive_dir, restore
+from storewarden.archive import RestoreError, UnsafeArchiveDirError, restore
 from storewarden.config import (
     Config,
     ConfigError,
@@ -36,6 +36,7 @@ from storewarden.engine import (
     CycleResult,
     Engine,
     PlanView,
+    PreflightError,
     RefusedError,
     UnknownTagError,
 )
@@ -107,7 +108,12 @@ def handle_errors(function: F) -> F:
             fail(str(error), EXIT_REFUSED)
         except UnknownTagError as error:
             fail(str(error), EXIT_ERROR)
-        except (UnsafeStateDirError, UnsafeArchiveDirError, AmbiguousTagError) as error:
+        except (
+            UnsafeStateDirError,
+            UnsafeArchiveDirError,
+            AmbiguousTagError,
+            PreflightError,
+        ) as error:
             fail(str(error), EXIT_CONFIG)
         except (PinsError, RestoreError) as error:
             fail(str(error), EXIT_ERROR)
@@ -142,26 +148,28 @@ def main() -> None:
 @main.command()
 @common_options
 def check(config_path: Path | None, store: Path | None) -> None:
-    """Validate the config and look at the store; exit 2 on an invalid config.
+    """Validate the config and run every check the daemon makes at start and reload.
 
-    A missing store is reported but not an error: on a fresh build agent the
-    daemon waits for it to appear.
+    Exit 2 if the daemon would refuse the config: invalid keys, a state
+    directory that is not the warden's own, an archive.dir that cannot be
+    made, a log file or textfile that cannot be written. Nothing is written.
+    Warns about pins, label pairs and rules that match nothing in the store
+    now. A missing store is reported but not an error: on a fresh build
+    agent the daemon waits for it to appear.
 
     \b
     Example: storewarden check --config /etc/storewarden/storewarden.yaml
     """
     config = load(config_path, store)
+    setup_logging(config, to_stderr=True)
+    try:
+        engine = Engine(config)
+        warnings = engine.preflight(create=False, warn=True)
+    except (UnsafeStateDirError, UnsafeArchiveDirError, PreflightError) as error:
+        fail(str(error), EXIT_CONFIG)
     click.echo(f"config ok ({config_path or 'embedded defaults'})")
-    archive_dir = config.archive.dir
-    if archive_dir is not None:
-        try:
-            check_archive_dir(archive_dir, config.store)
-        except UnsafeArchiveDirError as error:
-            fail(str(error), EXIT_CONFIG)
-        if not archive_dir.is_dir():
-            click.echo(
-                f"archive.dir {archive_dir} does not exist: nothing is removed until it does"
-            )
+    for warning in warnings:
+        click.echo(f"warning: {warning}")
     root = config.store
     if not root.exists():
         click.echo(f"store {root} does not exist yet; the daemon will wait for it")

@@ -27,13 +27,14 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from storewarden import __version__, policy
+from storewarden.archive import UnsafeArchiveDirError
 from storewarden.config import Config, ConfigError, human_bytes, load_config
-from storewarden.engine import CycleResult, Engine
+from storewarden.engine import CycleResult, Engine, PreflightError
 from storewarden.index import Change, Index
 from storewarden.logs import get_logger
 from storewarden.metrics import Metrics
 from storewarden.notify import SystemdNotifier
-from storewarden.prune import StoreBusyError
+from storewarden.prune import StoreBusyError, UnsafeStateDirError
 from storewarden.watcher import ChangeRecorder, make_observer, watch, watch_kind
 
 EXIT_OK = 0
@@ -165,7 +166,7 @@ class Daemon:
         """Lock, recover, census, start the observer and the scheduler, report ready."""
         started = time.monotonic()
         engine = self.engine_factory(self.config)
-        engine.pruner.prepare()
+        engine.preflight()
         try:
             with engine.lock.held(wait=30.0):
                 engine.recover()
@@ -270,16 +271,29 @@ class Daemon:
             observer.join(timeout=5)
 
     def _reload_config_only(self) -> bool:
+        """Load the config again and make every check a start makes; keep the old one on failure.
+
+        A config that loads but could not run (a state directory on another
+        filesystem, an archive.dir that cannot be made...) is rejected here,
+        as ``storewarden check`` rejects it, rather than stopping the daemon.
+        """
         try:
             config = load_config(self.config_path, store=self.store_override)
+            self.engine_factory(config).preflight()
         except ConfigError as error:
-            self.log.error("config_rejected", config=str(self.config_path), problems=error.problems)
-            self.metrics.count_error("config_rejected")
+            self._reject(error.problems)
+            return False
+        except (UnsafeStateDirError, UnsafeArchiveDirError, PreflightError, OSError) as error:
+            self._reject([str(error)])
             return False
         self.config = config
         self.on_reload(config)
         self.log.info("config_reloaded", config=str(self.config_path))
         return True
+
+    def _reject(self, problems: list[str]) -> None:
+        self.log.error("config_rejected", config=str(self.config_path), problems=problems)
+        self.metrics.count_error("config_rejected")
 
     def _reload(self) -> None:
         """Reload the config (SIGHUP); keep the old one if the new one is invalid."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from storewarden import inuse, policy, usage
-from storewarden.archive import ArchiveError, Archiver
+from storewarden.archive import ArchiveError, Archiver, ensure_archive_dir
 from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
@@ -26,6 +26,7 @@ from storewarden.logs import get_logger
 from storewarden.pins import pin_reader
 from storewarden.policy import Plan, Removal
 from storewarden.prune import (
+    STATE_MARKER,
     NoSettledLatestError,
     Operations,
     Pruner,
@@ -81,6 +82,26 @@ class Progress(Protocol):
 
 class UnknownTagError(Exception):
     """``delete`` was given tags the store does not hold."""
+
+
+class PreflightError(Exception):
+    """A start or reload would fail: a path the config names cannot be used."""
+
+
+def _check_writable(what: str, path: Path, *, parents: bool) -> None:
+    """Raise PreflightError unless ``path`` (a file) can be written: it, or its directory.
+
+    ``parents``: missing directories above it are created when it is written.
+    """
+    if path.exists():
+        if path.is_dir() or not os.access(path, os.W_OK):
+            raise PreflightError(f"{what} {path} is not a writable file")
+        return
+    parent = path.parent
+    while parents and not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PreflightError(f"{what} {path}: cannot create it, {parent} is not writable")
 
 
 class AmbiguousTagError(Exception):
@@ -196,6 +217,60 @@ class Engine:
             else None
         )
 
+    # -- before anything runs --------------------------------------------------------
+
+    def preflight(self, *, create: bool = True, warn: bool = False) -> list[str]:
+        """Run every check a start or a reload makes; return warnings; raise what would fail.
+
+        ``storewarden check`` calls it with ``create`` false (nothing is
+        written), the daemon at start and before it takes a reloaded config,
+        with ``create`` true. Raise UnsafeStateDirError, UnsafeArchiveDirError
+        or PreflightError with one clear line. A store that does not exist
+        yet is no error (the daemon waits for it); its checks are then made
+        once it appears. With ``warn``, also census the store and return a
+        warning for each pin, label pair or rule that matches nothing.
+        """
+        if self.archiver is not None:
+            ensure_archive_dir(self.archiver.directory, create=create)
+        if self.config.log.file is not None:
+            _check_writable("log.file", self.config.log.file, parents=True)
+        warnings = []
+        if self.config.metrics.textfile is not None:
+            # Not fatal: the daemon logs it once and writes the file once it can.
+            try:
+                _check_writable("metrics.textfile", self.config.metrics.textfile, parents=False)
+            except PreflightError as error:
+                warnings.append(f"{error}; until it is, no textfile is written")
+        if not self.root.is_dir():
+            return warnings
+        self.pruner.prepare(create=create)
+        return warnings + (self._unmatched_rules() if warn else [])
+
+    def _unmatched_rules(self) -> list[str]:
+        """Return a warning for each pin, label pair or rule that matches nothing in the store."""
+        try:
+            snapshot = self.census()
+        except OSError:
+            return []
+        records = snapshot.versions
+        warnings = [
+            f"protect.pins: {pin!r} matches no version in the store now"
+            for pin in self.config.protect.pins
+            if not any(policy.is_pinned(record, (pin,)) for record in records)
+        ]
+        for key, pattern in self.config.protect.labels.items():
+            if not any(policy.has_protected_label(record, {key: pattern}) for record in records):
+                warnings.append(
+                    f"protect.labels: {key}: {pattern!r} matches no version in the store now"
+                )
+        names = {(record.kind, record.name) for record in records}
+        for position, rule in enumerate(self.config.rules):
+            if not any(rule.matches(kind, name) for kind, name in names):
+                warnings.append(
+                    f"rules[{position}]: match {rule.match!r} matches no name in the store now"
+                )
+        return warnings
+
     # -- reading ------------------------------------------------------------------
 
     def census(self) -> Snapshot:
@@ -208,7 +283,7 @@ class Engine:
         cache = CensusCache(self.state_dir / CACHE_FILE, self.root)
         cache.load()
         snapshot = census(self.root, self.config.kinds, self.filesystem, cache)
-        if self.state_dir.is_dir():
+        if (self.state_dir / STATE_MARKER).is_file():  # only ever into the warden's own directory
             cache.save()
         self._cache = cache
         for problem in snapshot.problems:

@@ -49,6 +49,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "pointer_repair_deferred": frozenset({"kind", "name", "problem", "reason"}),
     # recovery of interrupted work
     "trash_emptied": frozenset({"entries", "bytes"}),
+    "tmp_emptied": frozenset({"entries", "bytes"}),
     "trash_not_emptied": frozenset({"path", "error"}),
     "removal_rolled_back": frozenset({"kind", "name", "version"}),
     "name_removed": frozenset({"kind", "name"}),
@@ -59,6 +60,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     # archive before delete, and restore
     "archive_written": frozenset({"kind", "name", "version", "path", "bytes"}),
     "archive_removed": frozenset({"path", "bytes", "reason"}),
+    "archive_dir_created": frozenset({"path"}),
     "archive_failed": frozenset({"run_id", "kind", "name", "version", "error"}),
     "version_restored": frozenset({"kind", "name", "version", "path", "bytes", "archive"}),
     # bentos and the models they need (protect.bento_references)

@@ -53,6 +53,79 @@ class UnsafeStateDirError(Exception):
     """The state directory cannot hold the trash (another filesystem, or inside models/)."""
 
 
+# The file that marks a directory as the warden's own state directory.
+STATE_MARKER = ".storewarden-state"
+_MARKER_TEXT = (
+    "This is storewarden's state directory. storewarden deletes what it puts in\n"
+    "trash/ and tmp/ here; keep nothing of your own in it.\n"
+)
+# What a warden of an earlier release put in its state directory, before the marker.
+_OWN_ENTRIES = frozenset({"lock", "trash", "tmp", "pins.json", "pins.lock", "census-cache.json"})
+_OWN_TEMPORARY = re.compile(r"^\.(pins\.json|census-cache\.json)\.[0-9a-f]+$")
+
+
+def check_state_dir(root: Path, state_dir: Path) -> None:
+    """Raise UnsafeStateDirError unless ``state_dir`` can be the warden's own directory.
+
+    Nothing is written. See :meth:`Pruner.prepare` for the rules.
+    """
+    real_root = Path(os.path.realpath(root))
+    real_state = Path(os.path.realpath(state_dir))
+    if real_state == real_root or real_state in real_root.parents:
+        raise UnsafeStateDirError(
+            f"state_dir {state_dir} is the store {root} or holds it; the warden deletes"
+            " inside its state directory: give it a directory of its own"
+        )
+    for kind in ("models", "bentos"):
+        kind_dir = real_root / kind
+        if real_state == kind_dir or kind_dir in real_state.parents:
+            raise UnsafeStateDirError(
+                f"state_dir {state_dir} is inside {kind_dir}; BentoML would break"
+            )
+    existing = real_state
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # where it would be created
+    if os.stat(existing).st_dev != os.stat(real_root).st_dev:
+        raise UnsafeStateDirError(
+            f"state_dir {state_dir} is on another filesystem than the store {root};"
+            " the trash must be reachable by rename"
+        )
+    try:
+        info = os.lstat(state_dir)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeStateDirError(f"state_dir {state_dir} exists and is not a directory")
+    try:
+        entries = set(os.listdir(state_dir))
+    except OSError as error:
+        raise UnsafeStateDirError(
+            f"state_dir {state_dir} cannot be read: {error.strerror or error}"
+        ) from None
+    if STATE_MARKER in entries:
+        return
+    foreign = sorted(
+        entry for entry in entries if entry not in _OWN_ENTRIES and not _OWN_TEMPORARY.match(entry)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise UnsafeStateDirError(
+            f"state_dir {state_dir} holds files that are not storewarden's ({shown}); the"
+            " warden deletes inside its state directory: give it a directory of its own"
+        )
+
+
+def mark_state_dir(state_dir: Path) -> None:
+    """Mark ``state_dir`` as the warden's own (it made it, or adopted an older warden's)."""
+    path = state_dir / STATE_MARKER
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(descriptor, _MARKER_TEXT.encode())
+        finally:
+            os.close(descriptor)
+
+
 class NoSettledLatestError(Exception):
     """``latest`` names the version, and no other is complete and settled to take its place."""
 
@@ -384,25 +457,31 @@ class Pruner:
 
     # -- set-up -----------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Create the state directories; raise UnsafeStateDirError if they cannot hold trash.
+    def prepare(self, *, create: bool = True) -> None:
+        """Check the state directory can be the warden's own, and create it (unless not ``create``).
 
-        The trash must be on the store's filesystem (a rename, not a copy)
-        and outside ``models/`` and ``bentos/`` (BentoML rejects any entry
-        there that is not a valid tag). Raise FileNotFoundError if the store
-        itself is missing: creating the state directory must not create a
-        store at a mistyped path.
+        The warden only ever deletes inside directories it created and marked
+        (STATE_MARKER), so the state directory must be one it made, or empty,
+        or hold only what an older warden left there (which it then marks). It
+        must not be the store itself, nor lie inside ``models/`` or
+        ``bentos/`` (BentoML rejects any entry there that is not a valid
+        tag), and its trash must be on the store's filesystem (a rename, not
+        a copy). Raise UnsafeStateDirError naming what is wrong. Raise
+        FileNotFoundError if the store itself is missing: creating the state
+        directory must not create a store at a mistyped path. With ``create``
+        false nothing is written (``storewarden check``).
         """
         if not self.root.is_dir():
             raise FileNotFoundError(f"store {self.root} does not exist or is not a directory")
-        for kind in ("models", "bentos"):
-            kind_dir = self.root / kind
-            if self.state_dir == kind_dir or kind_dir in self.state_dir.parents:
-                raise UnsafeStateDirError(
-                    f"state_dir {self.state_dir} is inside {kind_dir}; BentoML would break"
-                )
-        for directory in (self.state_dir, self.trash, self.temporary):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_state_dir(self.root, self.state_dir)
+        if not create:
+            return
+        fresh = not os.path.lexists(self.state_dir)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if fresh or not (self.state_dir / STATE_MARKER).exists():
+            mark_state_dir(self.state_dir)
+        for directory in (self.trash, self.temporary):
+            directory.mkdir(mode=0o700, exist_ok=True)
         if os.stat(self.trash).st_dev != os.stat(self.root).st_dev:
             raise UnsafeStateDirError(
                 f"state_dir {self.state_dir} is on another filesystem than the store "
@@ -626,8 +705,12 @@ class Pruner:
         otherwise the removal is completed and logged (``recovered=True``).
         """
         self.prepare()
-        for leftover in self._listing(self.temporary):
-            self.operations.remove_tree(self.temporary / leftover)
+        leftovers = self._listing(self.temporary)
+        cleaned = 0
+        for leftover in leftovers:
+            cleaned += self.operations.remove_tree(self.temporary / leftover)
+        if leftovers:
+            self.log.info("tmp_emptied", entries=len(leftovers), bytes=cleaned)
         rolled_back = completed = 0
         percent = measure_percent()
         for entry in self._listing(self.trash):

@@ -241,10 +241,23 @@ def test_every_command_s_help_shows_an_example() -> None:
         assert "Example" in text, f"`storewarden {name} --help` shows no example"
 
 
-def test_check_warns_of_a_missing_archive_dir(home: Path, tmp_path: Path) -> None:
-    config = config_file(tmp_path, f"archive: {{dir: {tmp_path / 'not-mounted'}}}\n")
+def test_check_refuses_an_archive_dir_that_cannot_be_created(home: Path, tmp_path: Path) -> None:
+    config = config_file(tmp_path, f"archive: {{dir: {tmp_path / 'no-disk' / 'archive'}}}\n")
 
     result = run_cli(home, "check", "--config", str(config))
 
-    assert result.returncode == 0
-    assert "nothing is removed until it does" in result.stdout
+    assert result.returncode == 2
+    assert result.stderr.startswith("storewarden: archive.dir ")
+    assert "does not exist" in result.stderr
+    assert not (tmp_path / "no-disk").exists()
+
+
+def test_check_accepts_an_archive_dir_it_can_create_and_creates_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    config = config_file(tmp_path, f"archive: {{dir: {tmp_path / 'archive'}}}\n")
+
+    result = run_cli(home, "check", "--config", str(config))
+
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "archive").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import tarfile
 import time
 from collections.abc import Callable
@@ -192,17 +193,34 @@ def test_a_version_that_cannot_be_archived_is_not_removed(
     assert all(reason.startswith("archive failed") for _record, reason in result.failed)
 
 
-def test_a_missing_archive_dir_keeps_every_version(
+def test_a_missing_archive_dir_whose_parent_is_missing_too_keeps_every_version(
     store: Path, tmp_path: Path, audit: Audit
 ) -> None:
     paths = three_versions(store)
 
-    result = engine_for(store, tmp_path / "not-mounted").cycle()
+    result = engine_for(store, tmp_path / "no-disk" / "archive").cycle()
 
     assert result.removed == ()
     assert all(path.is_dir() for path in paths)
     assert "does not exist" in audit.named("archive_failed")[0]["error"]
-    assert not (tmp_path / "not-mounted").exists(), "never created: it may be a mount point"
+    assert not (tmp_path / "no-disk").exists()
+
+
+def test_a_missing_archive_dir_is_created_when_its_parent_exists(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    three_versions(store)
+    archives = tmp_path / "archive"
+
+    result = engine_for(store, archives).cycle()
+
+    assert [outcome.record.version for outcome in result.removed] == ["v0", "v1"]
+    assert stat.S_IMODE(os.stat(archives).st_mode) == 0o700
+    assert [event["path"] for event in audit.named("archive_dir_created")] == [str(archives)]
+    assert sorted(path.name for path in archives.iterdir()) == [
+        "iris+v0.bentomodel.tar",
+        "iris+v1.bentomodel.tar",
+    ]
 
 
 def test_the_archive_dir_is_kept_under_max_size_oldest_first(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,9 @@ def cached_store(store: Path) -> Path:
     make_series(store, "iris", 4)
     make_series(store, "bert", 3)
     make_version(store, "tagged", "t1x", labels={"stage": "prod"})
-    (store / ".storewarden").mkdir()
-    engine_for(store).census()  # writes the cache
+    engine = engine_for(store)
+    engine.pruner.prepare()  # the warden's own state directory: the cache is written there
+    engine.census()
     return store
 
 
@@ -121,11 +123,21 @@ def test_a_cache_row_with_the_right_stamp_but_nonsense_values_is_a_miss(
 def test_a_half_written_version_is_never_cached(store: Path) -> None:
     make_version(store, "iris", "partial1", descriptor=False)
     make_version(store, "iris", "whole1")
-    (store / ".storewarden").mkdir()
-    engine_for(store).census()
+    engine = engine_for(store)
+    engine.pruner.prepare()
+    engine.census()
     entries = json.loads((store / ".storewarden" / FILE_NAME).read_bytes())["entries"]
     assert "models/iris/partial1" not in entries
     assert "models/iris/whole1" in entries
+
+
+def test_no_cache_is_written_into_a_directory_that_is_not_the_wardens_own(store: Path) -> None:
+    make_series(store, "iris", 2)
+    (store / ".storewarden").mkdir()  # there, but not made (nor marked) by the warden
+
+    engine_for(store).census()
+
+    assert os.listdir(store / ".storewarden") == []
 
 
 def test_a_read_only_command_never_creates_the_state_directory(store: Path) -> None:

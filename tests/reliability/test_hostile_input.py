@@ -432,7 +432,7 @@ CASES = [
     Case("trash-full-of-garbage", garbage_trash, says="trash_emptied"),
     Case("state-directory-a-file",
          lambda scene: scene.path(".storewarden").write_text("not a directory"),
-         code=1, says=".storewarden", stays=(VICTIM,), goes=()),
+         code=2, says=".storewarden", stays=(VICTIM,), goes=()),
     # -- permissions (unprivileged: as the store's owner, not root) --
     Case("unreadable-version-as-root", chmod(f"models/{NAME}/q1", 0)),
     Case("unreadable-version", chmod(VICTIM, 0), says="unreadable", in_status=True,

@@ -377,7 +377,8 @@ def test_the_error_message_names_the_source_and_lists_each_problem_on_its_own_li
         ),
         (
             {"protect": {"pins": ["iris"]}},
-            "at 'protect.pins[0]': pin 'iris' must look like 'name:version' or 'name:*'",
+            "at 'protect.pins[0]': pin 'iris' must look like 'name:version' or 'name:*'"
+            " (lower case letters, digits, . _ - and the globs * ? [ ])",
         ),
         (
             {"schedule": {"observer": "fanotify"}},
@@ -735,3 +736,25 @@ def test_a_bad_metrics_setting_is_named_at_its_path(metrics: dict[str, Any], exp
 def test_sizes_are_shown_in_binary_units_and_read_back_by_parse_size(count: int, text: str) -> None:
     assert human_bytes(count) == text
     assert abs(parse_size(text.replace(" ", "")) - count) <= count * 0.05
+
+
+@pytest.mark.parametrize(
+    ("pin", "said"),
+    [
+        ("Iris:*", "BentoML lower-cases tags: write 'iris:*'"),
+        ("iris:V1", "BentoML lower-cases tags: write 'iris:v1'"),
+        ("iris:latest", "latest is a pointer, not a version"),
+        ("things/iris:*", "only models/ or bentos/ may come before the tag"),
+    ],
+)
+def test_a_config_pin_that_could_never_match_is_refused_with_the_fix(pin: str, said: str) -> None:
+    (problem,) = problems_of({"protect": {"pins": [pin]}})
+
+    assert problem.startswith("at 'protect.pins[0]'")
+    assert said in problem
+
+
+def test_config_pins_may_name_a_kind_as_storewarden_pin_records_it() -> None:
+    config = build_config({"protect": {"pins": ["bentos/svc:*", "models/iris:v1", "llm*:*"]}})
+
+    assert config.protect.pins == ("bentos/svc:*", "models/iris:v1", "llm*:*")

@@ -1,0 +1,168 @@
+"""The warden's state directory is its own, and check refuses what start and reload refuse.
+
+Issue 14, cases 4 and 10: a state_dir pointing at a directory that holds
+anything else (or at the store itself) must be refused by ``check`` and at
+start, before the warden empties its ``tmp/`` and ``trash/``; a config that
+``check`` accepts must never stop a daemon on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from storewarden.prune import STATE_MARKER
+from tests.e2e.test_cli import run_cli
+from tests.e2e.test_daemon import DaemonProcess, fast_config, start_daemon
+from tests.storebuilder import make_version, point_latest
+
+__all__ = ["start_daemon"]  # the fixture, used by name
+
+
+def user_directory(path: Path) -> dict[str, bytes]:
+    """Fill ``path`` as a user might: files, and tmp/ and trash/ of their own."""
+    files = {
+        "notes.txt": b"mine\n",
+        "tmp/draft.txt": b"a draft I still need\n",
+        "trash/keep-me.bin": b"not really trash\n",
+    }
+    for relative, content in files.items():
+        (path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (path / relative).write_bytes(content)
+    return files
+
+
+def unchanged(path: Path, files: dict[str, bytes]) -> bool:
+    """Return whether every file is still there with its content, and nothing was added."""
+    present = sorted(
+        str(Path(base, name).relative_to(path))
+        for base, _directories, names in os.walk(path)
+        for name in names
+    )
+    return present == sorted(files) and all(
+        (path / relative).read_bytes() == content for relative, content in files.items()
+    )
+
+
+def config_with(tmp_path: Path, **values: object) -> Path:
+    """Write a config of ``values`` (JSON is YAML) and return its path."""
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(values))
+    return path
+
+
+@pytest.mark.parametrize("command", ["check", "prune", "status", "pin"])
+def test_a_state_dir_holding_other_files_is_refused_and_left_untouched(
+    store: Path, tmp_path: Path, command: str
+) -> None:
+    make_version(store, "iris", "v1", set_latest=True)
+    mine = tmp_path / "my-things"
+    mine.mkdir()
+    files = user_directory(mine)
+    config = config_with(tmp_path, state_dir=str(mine))
+    arguments = ["iris:v1"] if command == "pin" else []
+
+    result = run_cli(store, command, *arguments, "--config", str(config))
+
+    if command == "status":  # read-only: it never writes into the state directory
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"storewarden: state_dir {mine} holds files")
+        assert "notes.txt" in result.stderr
+    assert unchanged(mine, files)
+
+
+@pytest.mark.parametrize("where", ["the-store", "above-the-store"])
+def test_a_state_dir_that_is_or_holds_the_store_is_refused(
+    store: Path, tmp_path: Path, where: str
+) -> None:
+    # As the store root, the warden's tmp/ would be BentoML's own $BENTOML_HOME/tmp.
+    staging = store / "tmp" / "bentoml_bento_svcab12cd34"
+    staging.mkdir(parents=True)
+    (staging / "bento.yaml").write_text("name: svc\n")
+    state = store if where == "the-store" else store.parent
+    config = config_with(tmp_path, state_dir=str(state))
+
+    for command in ("check", "prune"):
+        result = run_cli(store, command, "--config", str(config))
+        assert result.returncode == 2, result.stderr
+        assert "is the store" in result.stderr
+    assert (staging / "bento.yaml").read_text() == "name: svc\n"
+
+
+def test_the_state_dir_an_older_warden_left_is_adopted(store: Path, tmp_path: Path) -> None:
+    state = store / ".storewarden"
+    for directory in ("trash", "tmp"):
+        (state / directory).mkdir(parents=True)
+    (state / "lock").write_text("123\n")
+    (state / "census-cache.json").write_text("{}")
+    (state / "tmp" / "latest-0123abcd").write_text("v1")  # left by a crash
+
+    result = run_cli(store, "prune")
+
+    assert result.returncode == 0, result.stderr
+    assert (state / STATE_MARKER).is_file()
+    assert os.listdir(state / "tmp") == []
+    (emptied,) = [json.loads(line) for line in result.stdout.splitlines() if "tmp_emptied" in line]
+    assert emptied["entries"] == 1
+
+
+def test_a_fresh_state_dir_is_created_and_marked(store: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+
+    result = run_cli(store, "prune", "--config", str(config_with(tmp_path, state_dir=str(state))))
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(state)) == sorted([STATE_MARKER, "lock", "trash", "tmp"])
+
+
+@pytest.mark.slow
+@pytest.mark.tmpfs
+def test_a_reload_that_would_fail_at_start_is_rejected_and_the_daemon_keeps_working(
+    tmp_path: Path,
+    store: Path,
+    tmpfs: Callable[[str], Path],
+    start_daemon: Callable[..., DaemonProcess],
+) -> None:
+    for index in range(4):
+        make_version(
+            store,
+            "iris",
+            f"v{index}x",
+            size=64 * 1024,
+            created=datetime.now(tz=UTC) - timedelta(days=10 - index),
+        )
+    point_latest(store, "iris", "v3x")
+    daemon = start_daemon(fast_config(store))
+    daemon.wait_for(lambda events: any(e["event"] == "daemon_ready" for e in events), "ready")
+    elsewhere = tmpfs("4m") / "state"  # another filesystem: the trash could not be renamed into
+    bad = fast_config(store, state_dir=str(elsewhere))
+    config_path = tmp_path / "config-0.yaml"
+    config_path.write_text(json.dumps(bad))
+
+    checked = run_cli(store, "check", "--config", str(config_path))
+    assert checked.returncode == 2
+    assert "another filesystem" in checked.stderr
+
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda events: any(e["event"] == "config_rejected" for e in events), "reject")
+    (rejected,) = daemon.named("config_rejected")
+    assert any("another filesystem" in problem for problem in rejected["problems"])
+    assert not daemon.named("config_reloaded")
+
+    # Still running, still under the old config: a good reload is taken and prunes.
+    assert daemon.process.poll() is None
+    config_path.write_text(json.dumps(fast_config(store, trigger={"max_store_size": "100KiB"})))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(
+        lambda events: any(e["event"] == "prune_finished" for e in events),
+        "a prune under the reloaded config",
+    )
+    assert daemon.stop() == 0
