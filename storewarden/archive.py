@@ -42,6 +42,7 @@ from typing import IO, Literal
 
 import yaml
 
+from storewarden import durable
 from storewarden.logs import get_logger
 from storewarden.prune import Pruner
 from storewarden.store import (
@@ -70,7 +71,6 @@ ARCHIVE_NAME = re.compile(
 )
 # How many archives of one version may coexist before writing one more is refused.
 MAX_SAME_VERSION = 1000
-_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS)
 PARTIAL_MARK = ".partial-"
 # A temporary archive untouched this long was left by a crash, not a writer at work.
 PARTIAL_STALE_SECONDS = 3600.0
@@ -222,7 +222,7 @@ class Archiver:
             size = os.stat(temporary).st_size
             if self.max_size is None or size <= self.max_size:
                 final = self._publish(temporary, record)
-                _fsync_directory(self.directory)
+                durable.fsync_directory(self.directory)
         except OSError as error:
             _discard(temporary)
             raise ArchiveError(f"{error.filename or final}: {error.strerror or error}") from None
@@ -255,30 +255,16 @@ class Archiver:
     def _publish(self, temporary: Path, record: VersionRecord) -> Path:
         """Give the finished archive its name, never replacing an archive already there.
 
-        ``link`` fails where ``rename`` would overwrite: an earlier archive of
-        the same version (restored, then removed again) keeps its name, and
-        this one takes the next free ``~N``. Raise OSError(EEXIST) if
-        MAX_SAME_VERSION are there already.
+        An earlier archive of the same version (restored, then removed again)
+        keeps its name, and this one takes the next free ``~N``. Raise
+        OSError(EEXIST) if MAX_SAME_VERSION are there already.
         """
         for copy in range(1, MAX_SAME_VERSION + 1):
             final = self.directory / archive_file_name(
                 record.kind, record.name, record.version, self.format, copy
             )
-            try:
-                os.link(temporary, final)
-            except FileExistsError:
-                continue
-            except OSError as error:
-                if error.errno not in _NO_HARD_LINKS:
-                    raise
-                # A filesystem without hard links (vfat, some network mounts): check,
-                # then rename. Only another writer of this very name could slip in.
-                if os.path.lexists(final):
-                    continue
-                os.rename(temporary, final)
+            if durable.link_new(temporary, final):
                 return final
-            os.unlink(temporary)
-            return final
         raise FileExistsError(
             errno.EEXIST, f"{MAX_SAME_VERSION} archives of {record.tag} exist", str(self.directory)
         )
@@ -476,14 +462,14 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
             name_dir = destination.parent
             if not name_dir.is_dir():
                 name_dir.mkdir(mode=0o755, parents=True)
-                _fsync_directory(name_dir.parent)
+                durable.fsync_directory(name_dir.parent)
             _refuse_existing(destination)
             os.rename(staging, destination)
         except BaseException:
             with contextlib.suppress(OSError):
                 pruner.operations.remove_tree(staging)
             raise
-    _fsync_directory(destination.parent)
+    durable.fsync_directory(destination.parent)
     form, current = pruner.read_pointer(held.kind, held.name)
     pointer_new = None
     if _becomes_latest(pruner, held, current):
@@ -559,8 +545,8 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> None:
     for directory, member in reversed(directories):  # deepest first: children are done
         os.chmod(directory, stat.S_IMODE(member.mode) or 0o700)
         os.utime(directory, (member.mtime, member.mtime))
-        _fsync_directory(directory)
-    _fsync_directory(staging)
+        durable.fsync_directory(directory)
+    durable.fsync_directory(staging)
 
 
 def _write_file(target: Path, content: IO[bytes], member: tarfile.TarInfo) -> None:
@@ -581,14 +567,6 @@ def _write_file(target: Path, content: IO[bytes], member: tarfile.TarInfo) -> No
 def _chunks(content: IO[bytes]) -> Iterator[bytes]:
     while chunk := content.read(_CHUNK):
         yield chunk
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _discard(path: Path) -> None:

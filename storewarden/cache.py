@@ -12,13 +12,12 @@ another store is ignored and rebuilt, never trusted.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from storewarden import durable
 from storewarden.store import NO_LABELS, Kind, Stamp, VersionRecord, is_valid_tag_part
 
 # 2: a bento's record holds the model tags it needs.
@@ -130,14 +129,12 @@ class CensusCache:
         """Write what this census found (temp file + rename); a failure is not an error."""
         if not self.changed():
             return
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         data = {"format": FORMAT, "root": str(self.root), "entries": self._fresh}
         try:
-            temporary.write_text(json.dumps(data, separators=(",", ":")))
-            os.replace(temporary, self.path)
+            # No fsync: a cache lost to a power cut is rebuilt, never trusted half-written.
+            durable.replace_file(
+                self.path, json.dumps(data, separators=(",", ":")).encode(), 0o600, sync=False
+            )
         except OSError:
-            # A read-only state dir or a full disk: the cache is an optimisation only.
-            with contextlib.suppress(OSError):
-                temporary.unlink()
-            return
+            return  # a read-only state dir or a full disk: the cache is an optimisation only
         self._rows = dict(self._fresh)

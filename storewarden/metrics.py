@@ -11,8 +11,6 @@ listed in docs/operations.md.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections import Counter as Tally
@@ -33,7 +31,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from storewarden import __version__, policy
+from storewarden import __version__, durable, policy
 from storewarden.logs import get_logger
 from storewarden.store import VersionRecord
 from storewarden.usage import Usage
@@ -333,7 +331,7 @@ class Metrics:
             write_textfile(textfile, self.exposition())
         except OSError as error:
             self.count_error("metrics_failed")
-            message = f"{type(error).__name__}: {error}"
+            message = f"{type(error).__name__}: {error.strerror or error}"
             if message != self._textfile_error:  # once per cause, not once a minute
                 self.log.error("metrics_failed", target=str(textfile), error=message)
             self._textfile_error = message
@@ -352,21 +350,4 @@ def write_textfile(path: Path, content: bytes) -> None:
     the daemon's ``UMask=0077`` would hide it from node_exporter.
     Raise OSError (the temporary file removed) if it cannot be written.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    descriptor = os.open(
-        temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, TEXTFILE_MODE
-    )
-    try:
-        try:
-            os.fchmod(descriptor, TEXTFILE_MODE)
-            view = memoryview(content)
-            while view:
-                view = view[os.write(descriptor, view) :]
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.rename(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    durable.replace_file(path, content, TEXTFILE_MODE)

@@ -20,13 +20,13 @@ import fcntl
 import getpass
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from storewarden import durable
 from storewarden.logs import get_logger
 from storewarden.store import Kind
 from storewarden.tags import check_pin_glob
@@ -229,26 +229,7 @@ class PinBoard:
         """Replace the file atomically: a crash leaves the old file or the new, never half."""
         document = {"version": FORMAT_VERSION, "pins": [pin.as_dict() for pin in pins]}
         data = (json.dumps(document, indent=2) + "\n").encode()
-        temporary = self.state_dir / f".{PINS_FILE}.{uuid.uuid4().hex}"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(descriptor, view) :]
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            os.rename(temporary, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        directory = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        durable.replace_file(self.path, data, 0o644)
 
 
 def pin_reader(state_dir: Path, clock: Callable[[], datetime]) -> Callable[[], tuple[str, ...]]:

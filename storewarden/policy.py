@@ -13,12 +13,16 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
 from storewarden.config import Config
 from storewarden.store import Snapshot, VersionRecord
 from storewarden.usage import Usage
+
+# What an explicit delete does not override (``--force`` does).
+EXPLICIT_BLOCKERS = ("pinned", "in_use", "settle", "referenced", "references_unknown")
 
 # Reasons a version is removed.
 ABANDONED = "abandoned"
@@ -633,5 +637,89 @@ def explicit_blockers(
     return [reason for reason in reasons if reason in EXPLICIT_BLOCKERS]
 
 
-# What an explicit delete does not override (``--force`` does).
-EXPLICIT_BLOCKERS = (PINNED, IN_USE, SETTLE, REFERENCED, REFERENCES_UNKNOWN)
+# -- the last look before each removal -------------------------------------------------
+
+
+class Mode(StrEnum):
+    """Which blockers count right before a removal: what delete and --force change."""
+
+    PRUNE = "prune"  # every protection (prune, retention, abandoned)
+    EXPLICIT = "explicit"  # storewarden delete: EXPLICIT_BLOCKERS only
+    FORCE = "force"  # storewarden delete --force: nothing but the version being gone
+
+
+COMPLETED = "completed"
+GONE = "gone"
+QUARANTINED = "quarantined"
+# What still blocks the removal of an abandoned (half-written) version.
+ABANDONED_BLOCKERS = (PINNED, IN_USE, SETTLE, REFERENCED, REFERENCES_UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the last look at the store right before one removal found.
+
+    ``pointer_target`` is what ``latest`` of the version's name names on disk
+    now; ``latest_can_move`` whether another complete, settled version is
+    there for it to move to (or none at all is left, and the pointer goes).
+    """
+
+    in_use: Mapping[Path, str] = field(default_factory=dict)
+    pins: tuple[str, ...] = ()
+    references: References = NO_REFERENCES
+    pointer_target: str | None = None
+    latest_can_move: bool = True
+
+
+def recheck(
+    record: VersionRecord,
+    reason: str,
+    mode: Mode,
+    *,
+    config: Config,
+    now: datetime,
+    facts: Facts,
+) -> list[str]:
+    """Given a version as it is now, return why it may not go after all (empty: it may).
+
+    The plan was made from an earlier census; right before each removal the
+    version is read again and these rules decide. ``reason`` is the plan's
+    (``abandoned`` versions are judged as half-written ones). Pure.
+    """
+    if mode is Mode.FORCE:
+        return []
+    latest_stuck = facts.pointer_target == record.version and not facts.latest_can_move
+    if mode is Mode.EXPLICIT:
+        reasons = explicit_blockers(
+            record,
+            config=config,
+            now=now,
+            in_use=facts.in_use,
+            pins=facts.pins,
+            references=facts.references,
+        )
+        return [*reasons, NO_SETTLED_LATEST] if latest_stuck else reasons
+    settings = effective(config, record.kind, record.name)
+    reasons = standing_protections(
+        record, config=config, settings=settings, now=now, in_use=facts.in_use, pins=facts.pins
+    )
+    reasons.extend(facts.references.protections(record))
+    if reason == ABANDONED:
+        reasons = [reason for reason in reasons if reason in ABANDONED_BLOCKERS]
+        if record.complete:
+            reasons.append(COMPLETED)
+        elif not record.readable:
+            reasons.append(UNREADABLE)
+        return reasons
+    if not record.readable:
+        reasons.append(UNREADABLE)
+    elif not record.complete:
+        reasons.append(INCOMPLETE)
+    elif facts.pointer_target == record.version:
+        # The pointer as it is on disk now, not as the plan saw it: someone may
+        # have pointed latest back at this version since.
+        if settings.keep_latest:
+            reasons.append(LATEST)
+        elif latest_stuck:
+            reasons.append(NO_SETTLED_LATEST)
+    return reasons

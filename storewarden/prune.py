@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from storewarden import durable
 from storewarden.logs import get_logger
 from storewarden.store import (
     POINTER,
@@ -141,26 +142,14 @@ class Operations:
         """Hook called before each filesystem action; does nothing here."""
 
     def write_file(self, path: Path, data: bytes, mode: int = 0o644) -> None:
-        """Create ``path`` exclusively and write ``data`` (no fsync)."""
+        """Create ``path`` holding ``data`` (no fsync); the umask never narrows ``mode``."""
         self.step("write_file", path)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(descriptor, view)
-                view = view[written:]
-        finally:
-            os.close(descriptor)
-        os.chmod(path, mode)  # the umask must not narrow what BentoML wrote (0644)
+        durable.write_new(path, data, mode)
 
     def fsync_file(self, path: Path) -> None:
         """Flush a file's data to disk."""
         self.step("fsync_file", path)
-        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        durable.fsync_file(path)
 
     def symlink(self, target: str, path: Path) -> None:
         """Create the symlink ``path -> target``."""
@@ -175,11 +164,7 @@ class Operations:
     def fsync_dir(self, path: Path) -> None:
         """Make a directory's entries (renames, unlinks) durable."""
         self.step("fsync_dir", path)
-        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        durable.fsync_directory(path)
 
     def unlink(self, path: Path) -> None:
         """Remove a file or symlink."""
