@@ -7,7 +7,6 @@ process scanner, usage meter), all injectable; the decisions live in
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 import uuid
@@ -18,16 +17,16 @@ from pathlib import Path
 from typing import Protocol
 
 from storewarden import inuse, policy, usage
-from storewarden.archive import ArchiveError, Archiver, ensure_archive_dir
+from storewarden.archive import Archiver, ensure_archive_dir
 from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
+from storewarden.execute import Attempt, Executor, Run, Step
 from storewarden.logs import get_logger
 from storewarden.pins import pin_reader
-from storewarden.policy import Plan, Removal
+from storewarden.policy import Mode, Plan, Removal
 from storewarden.prune import (
     STATE_MARKER,
-    NoSettledLatestError,
     Operations,
     Pruner,
     Recovery,
@@ -42,13 +41,8 @@ from storewarden.store import (
     VersionRecord,
     census,
     census_staging,
-    census_version,
 )
 from storewarden.usage import Usage
-
-# Marks a removal that failed for lack of space and is tried again at the end of the cycle.
-_DEFERRED = "deferred: no space left on device"
-
 
 # At most this many model tags are listed in one bento_reference_missing event.
 MAX_LISTED = 10
@@ -124,7 +118,7 @@ class PlanView:
 
 @dataclass(frozen=True)
 class CycleResult:
-    """What one prune cycle did."""
+    """What one prune cycle (or delete) did."""
 
     run_id: str
     plan: Plan
@@ -135,6 +129,31 @@ class CycleResult:
     failed: tuple[tuple[VersionRecord, str], ...] = ()
     usage_after: Usage | None = None
     seconds: float = 0.0
+    quarantined: tuple[VersionRecord, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+
+    @classmethod
+    def of(cls, run: Run, plan: Plan, seconds: float) -> CycleResult:
+        """Return the result of a run of the removal loop over ``plan``."""
+
+        def each(step: Step) -> list[Attempt]:
+            return [attempt for attempt in run.attempts if attempt.step is step]
+
+        return cls(
+            run.run_id,
+            plan,
+            run.dry_run,
+            removed=tuple(
+                attempt.outcome for attempt in each(Step.REMOVED) if attempt.outcome is not None
+            ),
+            would_remove=tuple(attempt.removal for attempt in each(Step.WOULD_REMOVE)),
+            skipped=tuple((attempt.record, attempt.reasons) for attempt in each(Step.SKIPPED)),
+            failed=tuple((attempt.record, attempt.error or "") for attempt in each(Step.FAILED)),
+            usage_after=run.usage,
+            seconds=seconds,
+            quarantined=tuple(attempt.record for attempt in each(Step.QUARANTINED)),
+            attempts=tuple(run.attempts),
+        )
 
     @property
     def bytes_freed(self) -> int:
@@ -181,7 +200,7 @@ class Engine:
     _bentos: BentoScan | None = field(default=None, init=False)
     _snapshot: Snapshot | None = field(default=None, init=False)
     # Per removal of a cycle: the bentos that --force left without a model they need.
-    _broken: dict[Path, tuple[str, ...]] = field(default_factory=dict, init=False)
+    broken: dict[Path, tuple[str, ...]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         # A store root that is a symlink (~/bentoml -> /data/bentoml) is resolved
@@ -437,81 +456,7 @@ class Engine:
         """Finish interrupted removals, empty the trash, repair pointers (caller holds the lock)."""
         return self.pruner.recover(lambda: self.usage(0).used_percent, self.census)
 
-    def _recheck(
-        self, removal: Removal, *, explicit: bool, force: bool = False
-    ) -> tuple[VersionRecord | None, list[str]]:
-        """Census the victim again and return it with anything that now protects it.
-
-        For a model, the bentos of the store are read as they are now: one
-        built since the plan protects the models it needs. ``explicit`` (a
-        delete) counts only what an explicit delete does not override;
-        ``force`` counts nothing but the version being gone. A forced removal
-        of a model some bento needs records those bentos for its event.
-        """
-        record = removal.version
-        fresh = census_version(record.kind, record.name, record.path, self.filesystem)
-        if fresh is None:
-            return None, ["gone"]
-        now = self.clock()
-        references = (
-            self.current_references(now) if fresh.kind == "models" else policy.NO_REFERENCES
-        )
-        if force:
-            holders = references.holders(fresh)
-            if holders:
-                self._broken[fresh.path] = tuple(bento.tag for bento in holders)
-            return fresh, []
-        scan = self.scan_in_use([fresh], reuse=True)
-        _form, target = self.pruner.read_pointer(fresh.kind, fresh.name)
-        if explicit:
-            reasons = policy.explicit_blockers(
-                fresh,
-                config=self.config,
-                now=now,
-                in_use=scan.holders,
-                pins=self.pins(),
-                references=references,
-            )
-            if target == fresh.version and not self._latest_can_move(fresh):
-                reasons.append(policy.NO_SETTLED_LATEST)
-            return fresh, reasons
-        settings = policy.effective(self.config, fresh.kind, fresh.name)
-        reasons = policy.standing_protections(
-            fresh,
-            config=self.config,
-            settings=settings,
-            now=now,
-            in_use=scan.holders,
-            pins=self.pins(),
-        )
-        reasons.extend(references.protections(fresh))
-        if removal.reason == policy.ABANDONED:
-            reasons = [
-                reason
-                for reason in reasons
-                if reason
-                in (
-                    policy.PINNED,
-                    policy.IN_USE,
-                    policy.SETTLE,
-                    policy.REFERENCED,
-                    policy.REFERENCES_UNKNOWN,
-                )
-            ]
-            if fresh.complete:
-                reasons.append("completed")
-        elif not fresh.complete:
-            reasons.append(policy.INCOMPLETE)
-        elif target == fresh.version:
-            # The pointer as it is on disk now, not as the plan saw it: someone may
-            # have pointed `latest` back at this version since.
-            if settings.keep_latest:
-                reasons.append(policy.LATEST)
-            elif not self._latest_can_move(fresh):
-                reasons.append(policy.NO_SETTLED_LATEST)
-        return fresh, reasons
-
-    def _latest_can_move(self, record: VersionRecord) -> bool:
+    def latest_can_move(self, record: VersionRecord) -> bool:
         """Return whether ``latest``, naming ``record``, has a settled version to move to.
 
         When the name has no other version, the pointer goes with it.
@@ -520,19 +465,12 @@ class Engine:
             return True
         return not self.pruner.others_remain(record.kind, record.name, record.version)
 
-    def _would_remove(self, removal: Removal, run_id: str, current: Usage) -> Usage:
-        """Log a dry run's ``would_remove`` and return the usage projected after it."""
-        after = current.after_freeing(removal.bytes)
-        self.log.info(
-            "would_remove",
-            **self._version_fields(removal.version, removal.reason),
-            run_id=run_id,
-            used_percent_before=round(current.used_percent, 2),
-            used_percent_after=round(after.used_percent, 2),
-        )
-        return after
+    def forget_process_table(self) -> None:
+        """Make the next in-use scan read the process table afresh."""
+        self._table = None
 
-    def _version_fields(self, record: VersionRecord, reason: str) -> dict[str, object]:
+    def version_fields(self, record: VersionRecord, reason: str) -> dict[str, object]:
+        """Return the fields every removal event carries about its version."""
         return {
             "kind": record.kind,
             "name": record.name,
@@ -621,154 +559,36 @@ class Engine:
         )
         if self.progress is not None and not dry_run:
             self.progress.planned(len(plan.removals), plan.bytes_to_free)
-        removed: list[RemovalOutcome] = []
-        would: list[Removal] = []
-        skipped: list[tuple[VersionRecord, tuple[str, ...]]] = []
-        failed: list[tuple[VersionRecord, str]] = []
-        mandatory = {
+        mandatory = frozenset(
             id(removal) for removal in plan.removals if removal.reason not in plan.triggers
-        }
-        current = plan.usage
-        store_bytes = view.snapshot.store_bytes
-        self._table = None  # the first re-check reads the process table afresh
-        queue = [*plan.removals, *plan.reserve]
-        deferred: set[int] = set()
-        for removal in queue:  # grows while iterating: a removal deferred for ENOSPC goes last
-            is_pressure = id(removal) not in mandatory
-            if is_pressure and plan.target.holds(current):
-                continue
-            if should_stop():
-                break
-            if dry_run:
-                if is_pressure and removal in plan.reserve:
-                    break  # the projection reached the target; the reserve is for real runs
-                current = self._would_remove(removal, run_id, current)
-                would.append(removal)
-                continue
-            fresh, reasons = self._recheck(removal, explicit=False)
-            if fresh is None or reasons:
-                record = fresh or removal.version
-                skipped.append((record, tuple(reasons)))
-                self.log.info(
-                    "removal_skipped",
-                    run_id=run_id,
-                    kind=record.kind,
-                    name=record.name,
-                    version=record.version,
-                    reasons=reasons,
-                )
-                continue
-            retry = id(removal) not in deferred
-            outcome = self._remove_one(
-                fresh, removal.reason, run_id, current, failed, retry, store_bytes=store_bytes
-            )
-            if outcome is None:
-                if retry and failed and failed[-1][0] is fresh and failed[-1][1] == _DEFERRED:
-                    # A full disk: removals that need no new block free some first.
-                    failed.pop()
-                    deferred.add(id(removal))
-                    queue.append(removal)
-                continue
-            removed.append(outcome)
-            store_bytes -= fresh.bytes
-            current = self.usage(max(0, store_bytes))
-        result = CycleResult(
-            run_id,
-            plan,
-            dry_run,
-            removed=tuple(removed),
-            would_remove=tuple(would),
-            skipped=tuple(skipped),
-            failed=tuple(failed),
-            usage_after=current,
-            seconds=time.monotonic() - started,
         )
+        run = Executor(self).run(
+            Run(run_id, Mode.PRUNE, plan.target, plan.usage, view.snapshot.store_bytes, dry_run),
+            plan.removals,
+            reserve=plan.reserve,
+            mandatory=mandatory,
+            should_stop=should_stop,
+        )
+        result = CycleResult.of(run, plan, time.monotonic() - started)
         self.log.info(
             "prune_finished",
             run_id=run_id,
-            removed=len(removed) if not dry_run else len(would),
-            bytes_freed=result.bytes_freed if not dry_run else sum(r.bytes for r in would),
-            used_percent_after=round(current.used_percent, 2),
+            removed=len(result.removed) if not dry_run else len(result.would_remove),
+            bytes_freed=(
+                result.bytes_freed if not dry_run else sum(r.bytes for r in result.would_remove)
+            ),
+            used_percent_after=round(run.usage.used_percent, 2),
             shortfall_bytes=result.shortfall_bytes,
             target_reached=result.target_reached,
             seconds=round(result.seconds, 3),
             dry_run=dry_run,
-            skipped=len(skipped),
-            failed=len(failed),
+            skipped=len(result.skipped),
+            failed=len(result.failed),
+            quarantined=len(result.quarantined),
         )
         return result
 
-    def _remove_one(
-        self,
-        record: VersionRecord,
-        reason: str,
-        run_id: str,
-        before: Usage,
-        failed: list[tuple[VersionRecord, str]],
-        defer_enospc: bool = False,
-        *,
-        store_bytes: int,
-        force: bool = False,
-    ) -> RemovalOutcome | None:
-        """Remove one version; return None (recorded in ``failed``) if that failed.
-
-        ``version_removed`` is logged from inside the removal, before its
-        intent record goes (see :meth:`Pruner.remove`); ``store_bytes`` is the
-        store's size before it.
-        """
-
-        def announce(outcome: RemovalOutcome) -> None:
-            after = self.usage(max(0, store_bytes - record.bytes))
-            self._log_removed(record, reason, run_id, outcome, after)
-
-        if self.progress is not None:
-            self.progress.removing(record)
-        try:
-            if self.archiver is not None and reason != policy.ABANDONED:
-                # Before the removal starts; a version that cannot be archived stays.
-                self.archiver.write(record, run_id=run_id)
-            return self.pruner.remove(
-                record, reason=reason, run_id=run_id, announce=announce, force=force
-            )
-        except NoSettledLatestError as error:  # a save began since the re-check
-            failed.append((record, str(error)))
-            self.log.error(
-                "removal_failed",
-                run_id=run_id,
-                kind=record.kind,
-                name=record.name,
-                version=record.version,
-                error=str(error),
-            )
-            return None
-        except ArchiveError as error:
-            failed.append((record, f"archive failed: {error}"))
-            self.log.error(
-                "archive_failed",
-                run_id=run_id,
-                kind=record.kind,
-                name=record.name,
-                version=record.version,
-                error=str(error),
-            )
-            return None
-        except OSError as error:
-            if defer_enospc and error.errno == errno.ENOSPC:
-                failed.append((record, _DEFERRED))
-                return None
-            failed.append((record, str(error)))
-            self.log.error(
-                "removal_failed",
-                run_id=run_id,
-                kind=record.kind,
-                name=record.name,
-                version=record.version,
-                error=str(error),
-                used_percent=round(before.used_percent, 2),
-            )
-            return None
-
-    def _log_removed(
+    def log_removed(
         self,
         record: VersionRecord,
         reason: str,
@@ -779,11 +599,11 @@ class Engine:
         freed_percent_before = after.used + outcome.bytes_freed
         capacity = after.used + after.free
         before_percent = 100.0 * freed_percent_before / capacity if capacity else 0.0
-        broken = self._broken.pop(record.path, ())
+        broken = self.broken.pop(record.path, ())
         extra: dict[str, object] = {"broken_bentos": list(broken)} if broken else {}
         self.log.info(
             "version_removed",
-            **self._version_fields(record, reason),
+            **self.version_fields(record, reason),
             run_id=run_id,
             used_percent_before=round(before_percent, 2),
             used_percent_after=round(after.used_percent, 2),
@@ -860,58 +680,21 @@ class Engine:
                 current.after_freeing(sum(r.bytes for r in removals)),
                 0,
             )
-            removed: list[RemovalOutcome] = []
-            would: list[Removal] = []
-            failed: list[tuple[VersionRecord, str]] = []
-            store_bytes = snapshot.store_bytes
             if self.progress is not None and not dry_run:
                 self.progress.planned(len(removals), plan.bytes_to_free)
-            skipped: list[tuple[VersionRecord, tuple[str, ...]]] = []
-            self._table = None  # the first re-check reads the process table afresh
-            for removal in removals:
-                if dry_run:
-                    current = self._would_remove(removal, run_id, current)
-                    would.append(removal)
-                    continue
-                fresh, reasons = self._recheck(removal, explicit=True, force=force)
-                if fresh is None or reasons:
-                    record = fresh or removal.version
-                    skipped.append((record, tuple(reasons)))
-                    self.log.info(
-                        "removal_skipped",
-                        run_id=run_id,
-                        kind=record.kind,
-                        name=record.name,
-                        version=record.version,
-                        reasons=reasons,
-                    )
-                    continue
-                record = fresh
-                outcome = self._remove_one(
-                    record,
-                    policy.EXPLICIT,
+            run = Executor(self).run(
+                Run(
                     run_id,
+                    Mode.FORCE if force else Mode.EXPLICIT,
+                    None,
                     current,
-                    failed,
-                    store_bytes=store_bytes,
-                    force=force,
-                )
-                if outcome is None:
-                    continue
-                removed.append(outcome)
-                store_bytes -= record.bytes
-                current = self.usage(max(0, store_bytes))
-            return CycleResult(
-                run_id,
-                plan,
-                dry_run,
-                removed=tuple(removed),
-                would_remove=tuple(would),
-                skipped=tuple(skipped),
-                failed=tuple(failed),
-                usage_after=current,
-                seconds=time.monotonic() - started,
+                    snapshot.store_bytes,
+                    dry_run,
+                ),
+                removals,
+                mandatory=frozenset(id(removal) for removal in removals),
             )
+            return CycleResult.of(run, plan, time.monotonic() - started)
 
     def _resolve_all(
         self, snapshot: Snapshot, tags: Sequence[str], kind: Kind | None
@@ -973,7 +756,7 @@ class Engine:
                 references=references,
             )
             _form, target = self.pruner.read_pointer(record.kind, record.name)
-            if target == record.version and not self._latest_can_move(record):
+            if target == record.version and not self.latest_can_move(record):
                 blockers.append(policy.NO_SETTLED_LATEST)
             if not blockers:
                 continue

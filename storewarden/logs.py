@@ -28,6 +28,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "would_remove": _REMOVAL,
     "removal_skipped": frozenset({"run_id", "kind", "name", "version", "reasons"}),
     "removal_failed": frozenset({"run_id", "kind", "name", "version", "error"}),
+    "version_quarantined": frozenset({"run_id", "kind", "name", "version", "until", "error"}),
     "prune_finished": frozenset(
         {
             "run_id",

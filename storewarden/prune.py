@@ -54,12 +54,9 @@ class UnsafeStateDirError(Exception):
     """The state directory cannot hold the trash (another filesystem, or inside models/)."""
 
 
-# The file that marks a directory as the warden's own state directory.
+# The (empty) file that marks a directory as the warden's own state directory: the
+# warden deletes what it puts in trash/ and tmp/ there, so nothing else may live there.
 STATE_MARKER = ".storewarden-state"
-_MARKER_TEXT = (
-    "This is storewarden's state directory. storewarden deletes what it puts in\n"
-    "trash/ and tmp/ here; keep nothing of your own in it.\n"
-)
 # What a warden of an earlier release put in its state directory, before the marker.
 _OWN_ENTRIES = frozenset({"lock", "trash", "tmp", "pins.json", "pins.lock", "census-cache.json"})
 _OWN_TEMPORARY = re.compile(r"^\.(pins\.json|census-cache\.json)\.[0-9a-f]+$")
@@ -117,14 +114,17 @@ def check_state_dir(root: Path, state_dir: Path) -> None:
 
 
 def mark_state_dir(state_dir: Path) -> None:
-    """Mark ``state_dir`` as the warden's own (it made it, or adopted an older warden's)."""
-    path = state_dir / STATE_MARKER
-    with contextlib.suppress(FileExistsError):
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(descriptor, _MARKER_TEXT.encode())
-        finally:
-            os.close(descriptor)
+    """Mark ``state_dir`` as the warden's own (it made it, or adopted an older warden's).
+
+    The marker is an empty file: on a full filesystem it needs no data block,
+    only a name. Failing to write it is not fatal (an unmarked directory that
+    holds only the warden's own entries is adopted next time).
+    """
+    with contextlib.suppress(OSError):
+        descriptor = os.open(
+            state_dir / STATE_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+        )
+        os.close(descriptor)
 
 
 class NoSettledLatestError(Exception):
@@ -649,24 +649,21 @@ class Pruner:
         # Only a moved pointer needs its intent on disk before it moves: without one,
         # a power loss can at worst leave the version in place, which is valid.
         intent_path = self._write_intent(intent, durable=moves_pointer)
-        if moves_pointer:
-            if pointer_new is not None:
-                self.write_pointer(kind, name, pointer_new, form)
-                self.log.info(
-                    "latest_changed",
-                    kind=kind,
-                    name=name,
-                    old=record.version,
-                    new=pointer_new,
-                    reason="removed",
-                )
-            else:
-                self.remove_pointer(kind, name)
-                self.log.info(
-                    "latest_removed", kind=kind, name=name, old=record.version, reason="removed"
-                )
         trash_entry = self.trash / intent_id
-        self.operations.rename(record.path, trash_entry)
+        try:
+            if moves_pointer:
+                self._move_pointer_off(record, form, pointer_new)
+            self.operations.rename(record.path, trash_entry)
+        except Exception:
+            # Still in the store: put things back now rather than at the next start.
+            # (A crash, unlike an exception, leaves this to recovery.)
+            if os.path.lexists(record.path):
+                self._undo(intent, intent_path, form if moves_pointer else None)
+            raise
+        # Both directories, before anything is logged: after a power loss the version
+        # must not come back once version_removed says it went.
+        self.operations.fsync_dir(record.path.parent)
+        self.operations.fsync_dir(self.trash)
         if moves_pointer and pointer_new is None:
             self.remove_name_if_empty(kind, name)
         freed = self._empty_trash_entry(trash_entry) or 0
@@ -675,6 +672,43 @@ class Pruner:
             announce(outcome)
         self.operations.unlink(intent_path)
         return outcome
+
+    def _move_pointer_off(self, record: VersionRecord, form: str | None, new: str | None) -> None:
+        """Point ``latest`` (which names ``record``) at ``new``, or remove it if None."""
+        kind, name = record.kind, record.name
+        if new is not None:
+            self.write_pointer(kind, name, new, form)
+            self.log.info(
+                "latest_changed",
+                kind=kind,
+                name=name,
+                old=record.version,
+                new=new,
+                reason="removed",
+            )
+        else:
+            self.remove_pointer(kind, name)
+            self.log.info(
+                "latest_removed", kind=kind, name=name, old=record.version, reason="removed"
+            )
+
+    def _undo(self, intent: Intent, intent_path: Path, form: str | None) -> None:
+        """Undo a removal that failed before its version left the store; never raise.
+
+        ``form`` is the pointer's form if the removal was to move it: it goes
+        back to the version. Whatever cannot be undone now waits for recovery.
+        """
+        kind, name, version = intent.kind, intent.name, intent.version
+        try:
+            if form is not None and self.read_pointer(kind, name)[1] != version:
+                self.write_pointer(kind, name, version, form)
+                self.log.info(
+                    "latest_changed", kind=kind, name=name, old=None, new=version, reason="rollback"
+                )
+            self.operations.unlink(intent_path)
+        except OSError:
+            return
+        self.log.info("removal_rolled_back", kind=kind, name=name, version=version)
 
     # -- recovery ---------------------------------------------------------------
 

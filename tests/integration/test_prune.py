@@ -478,7 +478,7 @@ def test_a_version_that_vanished_after_the_plan_is_skipped_as_gone(
 # -- crash recovery ----------------------------------------------------------------------
 
 
-class SimulatedCrash(Exception):  # noqa: N818 - it stands for a crash, not an error to handle
+class SimulatedCrash(BaseException):  # noqa: N818 - a crash: no handler of ours may catch it
     """The process 'dies' here: nothing after this step runs."""
 
 
@@ -678,7 +678,10 @@ def test_enospc_while_writing_the_pointer_leaves_the_old_pointer_and_the_version
     assert failed["version"] == "v2"
     assert "No space" in failed["error"]
     assert audit.named("version_removed") == []
-    assert state_entries(store)["tmp"] == []
+    # Undone on the spot, twice: the removal was tried again once the rest of the
+    # delete had run (a full disk may have freed some blocks meanwhile).
+    assert state_entries(store) == {"trash": [], "tmp": []}
+    assert [event["version"] for event in audit.named("removal_rolled_back")] == ["v2", "v2"]
 
     engine = Engine(config_for(store))
     with engine.lock.held():
@@ -686,7 +689,6 @@ def test_enospc_while_writing_the_pointer_leaves_the_old_pointer_and_the_version
 
     assert state_entries(store) == {"trash": [], "tmp": []}
     assert_pointer(store, "iris", "v2", "file")
-    assert [event["version"] for event in audit.named("removal_rolled_back")] == ["v2"]
 
 
 # -- the store lock -----------------------------------------------------------------------
