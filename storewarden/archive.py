@@ -45,6 +45,7 @@ import yaml
 from storewarden import durable
 from storewarden.logs import get_logger
 from storewarden.prune import Pruner
+from storewarden.references import bento_references
 from storewarden.store import (
     DESCRIPTORS,
     MAX_DESCRIPTOR_BYTES,
@@ -386,6 +387,7 @@ class ArchivedVersion:
     name: str
     version: str
     creation_time: datetime | None
+    references: tuple[str, ...] = ()
 
 
 def _open(path: Path) -> tarfile.TarFile:
@@ -424,7 +426,10 @@ def _read_descriptor(path: Path, tar: tarfile.TarFile) -> ArchivedVersion:
         if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
             raise RestoreError(f"{path}: {file_name} names no valid tag ({name}:{version})")
         kind: Kind = "bentos" if kind_text == "bentos" else "models"
-        return ArchivedVersion(kind, name, version, parse_creation_time(data.get("creation_time")))
+        references = bento_references(data)[0] if kind == "bentos" else ()
+        return ArchivedVersion(
+            kind, name, version, parse_creation_time(data.get("creation_time")), references
+        )
     raise RestoreError(f"{path} holds neither a model.yaml nor a bento.yaml at its top")
 
 
@@ -455,6 +460,7 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
             raise RestoreError(f"{archive} holds {held.kind}, which this store does not manage")
         destination = pruner.root / held.kind / held.name / held.version
         _refuse_existing(destination)
+        _refuse_without_models(held, pruner)
         staging = pruner.temporary / f"restore-{uuid.uuid4().hex}"
         os.mkdir(staging, 0o700)
         try:
@@ -509,6 +515,27 @@ def _becomes_latest(pruner: Pruner, held: ArchivedVersion, current: str | None) 
     if restored is None or not restored.complete or current == held.version:
         return False
     return named is None or not named.complete or restored.creation_time >= named.creation_time
+
+
+def _refuse_without_models(held: ArchivedVersion, pruner: Pruner) -> None:
+    """Raise RestoreError if a bento would come back without a model it needs.
+
+    A bento BentoML built names its models and does not carry them; put
+    back without them, it cannot be served. The models go back first.
+    """
+    lacking = []
+    for tag in held.references:
+        name, _, version = tag.partition(":")
+        if version == "latest":
+            version = pruner.read_pointer("models", name)[1] or ""
+        if not version or not (pruner.root / "models" / name / version / "model.yaml").is_file():
+            lacking.append(tag)
+    if lacking:
+        raise RestoreError(
+            f"bentos/{held.name}:{held.version} needs {', '.join(lacking)}, which the store"
+            " lacks; restore the model first (storewarden restore <its archive>, or"
+            " bentoml models import), then the bento. Nothing was restored"
+        )
 
 
 def _refuse_existing(destination: Path) -> None:

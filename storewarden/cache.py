@@ -13,6 +13,7 @@ another store is ignored and rebuilt, never trusted.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ class CensusCache:
         self.root = root
         self._rows: dict[str, list[Any]] = {}
         self._fresh: dict[str, list[Any]] = {}
+        # When each version was first seen in this store (seconds): kept for as long
+        # as the version is there, whatever happens to its directory's stamp.
+        self._arrivals: dict[str, float] = {}
+        self._fresh_arrivals: dict[str, float] = {}
         self.hits = 0
         self.misses = 0
 
@@ -81,6 +86,13 @@ class CensusCache:
             for key, row in data["entries"].items()
             if isinstance(key, str) and isinstance(row, list) and len(row) == _ROW_LENGTH
         }
+        arrivals = data.get("arrivals")
+        if isinstance(arrivals, dict):
+            self._arrivals = {
+                key: float(value)
+                for key, value in arrivals.items()
+                if isinstance(key, str) and isinstance(value, int | float) and math.isfinite(value)
+            }
 
     def lookup(
         self, kind: Kind, name: str, version: str, path: Path, stamp: Stamp
@@ -121,15 +133,32 @@ class CensusCache:
             list(record.reference_problems),
         ]
 
+    def arrival(self, kind: Kind, name: str, version: str, stamp: Stamp) -> datetime:
+        """Return when a version was first seen here; the first time, its directory's ctime."""
+        key = f"{kind}/{name}/{version}"
+        seen = self._arrivals.get(key)
+        if seen is None:
+            seen = stamp.ctime_ns / 1e9
+        self._fresh_arrivals[key] = seen
+        try:
+            return datetime.fromtimestamp(seen, tz=UTC)
+        except (OverflowError, ValueError, OSError):
+            return datetime.fromtimestamp(0, tz=UTC)
+
     def changed(self) -> bool:
         """Return whether the census found anything the file does not hold."""
-        return self._fresh != self._rows
+        return self._fresh != self._rows or self._fresh_arrivals != self._arrivals
 
     def save(self) -> None:
         """Write what this census found (temp file + rename); a failure is not an error."""
         if not self.changed():
             return
-        data = {"format": FORMAT, "root": str(self.root), "entries": self._fresh}
+        data = {
+            "format": FORMAT,
+            "root": str(self.root),
+            "entries": self._fresh,
+            "arrivals": self._fresh_arrivals,
+        }
         try:
             # No fsync: a cache lost to a power cut is rebuilt, never trusted half-written.
             durable.replace_file(
@@ -138,3 +167,4 @@ class CensusCache:
         except OSError:
             return  # a read-only state dir or a full disk: the cache is an optimisation only
         self._rows = dict(self._fresh)
+        self._arrivals = dict(self._fresh_arrivals)

@@ -203,6 +203,8 @@ def _status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
                         "bytes": record.bytes,
                         "creation_time": record.creation_time.isoformat(),
                         "creation_time_estimated": record.creation_time_estimated,
+                        "arrived": record.arrived.isoformat() if record.arrived else None,
+                        "in_store_since": record.age_basis.isoformat(),
                         "complete": record.complete,
                         "labels": dict(record.labels),
                         "protected": protected.get(record.path, []),
@@ -233,7 +235,12 @@ def _status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
 def _unknown_data(plan: policy.Plan) -> list[dict[str, Any]]:
     """Return the bentos whose needs are unknown (each blocks every model removal)."""
     return [
-        {"bento": bento.tag, "path": str(bento.path), "reason": bento.problem or "being written"}
+        {
+            "bento": bento.tag,
+            "path": str(bento.path),
+            "reason": bento.problem or "being written",
+            "until": "it settles" if bento.readable else "it can be read",
+        }
         for bento in plan.references.unknown
     ]
 
@@ -303,8 +310,8 @@ def _print_status(data: dict[str, Any]) -> None:
         click.echo(f"problem: {problem['path']}: {problem['problem']}")
     for unknown in data["references_unknown"]:
         click.echo(
-            f"being written: {unknown['bento']} ({unknown['reason']}): no model version is"
-            " removed until it settles"
+            f"needs unknown: {unknown['bento']} ({unknown['reason']}): no model version is"
+            f" removed until {unknown['until']}"
         )
 
 

@@ -626,8 +626,11 @@ class Engine:
     # -- explicit delete ------------------------------------------------------------
 
     def resolve(self, snapshot: Snapshot, tag: str, kind: Kind | None) -> list[VersionRecord]:
-        """Return the versions ``tag`` (``name:version`` or ``name:latest``) names in the store."""
-        name, _, version = tag.partition(":")
+        """Return the versions ``tag`` (``name:version`` or ``name:latest``) names in the store.
+
+        Tags are lower-cased first, as BentoML reads them.
+        """
+        name, _, version = tag.lower().partition(":")
         kinds = (kind,) if kind is not None else self.config.kinds
         found = []
         for each in kinds:

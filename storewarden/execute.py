@@ -268,6 +268,7 @@ class Executor:
             archiver.write(fresh, run_id=run.run_id)
             # Archiving can take minutes: a bento built, a pin made, a process
             # started meanwhile must still protect it. The archive stays.
+            self.engine.forget_process_table()
             fresh, reasons = self.last_look(removal, run.mode)
         if fresh is None or reasons:
             return self._skipped(run, removal, fresh or removal.version, reasons)
@@ -283,6 +284,8 @@ class Executor:
         fresh = census_version(record.kind, record.name, record.path, engine.filesystem)
         if fresh is None:
             return None, [policy.GONE]
+        if fresh.mounted:  # not even --force: a filesystem mounted inside is never touched
+            return fresh, [policy.MOUNTED]
         now = engine.clock()
         references = (
             engine.current_references(now) if fresh.kind == "models" else policy.NO_REFERENCES

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from storewarden.store import (
@@ -227,6 +227,8 @@ class Index:
             return Change("gone", old) if kind in self.kinds else None
         if old is not None:
             self._count(old, -1)
+            if old.arrived is not None and old.arrived != record.arrived:
+                record = replace(record, arrived=old.arrived)  # first seen stays first seen
         holder[path] = record
         self._count(record, +1)
         if kind in self.kinds and record.complete and (old is None or not old.complete):

@@ -337,7 +337,7 @@ def standing_protections(
         reasons.append(IN_USE)
     if _age(now, record.last_change) < settings.settle:
         reasons.append(SETTLE)
-    if record.complete and _age(now, record.creation_time) < settings.min_age:
+    if record.complete and _age(now, record.age_basis) < settings.min_age:
         reasons.append(MIN_AGE)
     return reasons
 
@@ -458,7 +458,7 @@ def _classify_name(
         if record.version in keep_last:
             reasons.append(KEEP_LAST)
         reason: str | None = None
-        if settings.max_age is not None and _age(now, record.creation_time) > settings.max_age:
+        if settings.max_age is not None and _age(now, record.age_basis) > settings.max_age:
             reason = MAX_AGE
         elif retained is not None and record.version not in retained:
             reason = MAX_VERSIONS
@@ -471,7 +471,7 @@ def _classify_name(
 
 
 def _oldest_first(record: VersionRecord) -> tuple[datetime, str, str, str]:
-    return (record.creation_time, record.kind, record.name, record.version)
+    return (record.age_basis, record.kind, record.name, record.version)
 
 
 class _Queue:
@@ -650,6 +650,7 @@ class Mode(StrEnum):
 
 COMPLETED = "completed"
 GONE = "gone"
+MOUNTED = "mounted"
 QUARANTINED = "quarantined"
 # What still blocks the removal of an abandoned (half-written) version.
 ABANDONED_BLOCKERS = (PINNED, IN_USE, SETTLE, REFERENCED, REFERENCES_UNKNOWN)

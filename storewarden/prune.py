@@ -203,6 +203,7 @@ class Operations:
     def _open_up(self, path: Path) -> bool:
         """Give this user rwx on each of its directories below ``path``; return if any changed."""
         changed = False
+        device = os.lstat(path).st_dev
         pending = [path]
         while pending:
             directory = pending.pop()
@@ -213,6 +214,8 @@ class Operations:
             mode = stat.S_IMODE(info.st_mode)
             if not stat.S_ISDIR(info.st_mode):
                 continue
+            if info.st_dev != device:
+                continue  # another filesystem: never changed
             if mode & 0o700 != 0o700 and info.st_uid == os.geteuid():
                 self.chmod(directory, mode | 0o700)
                 changed = True
@@ -261,7 +264,11 @@ def _walk_bottom_up(top: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
     os.walk recurses, and a version nested a thousand directories deep would
     raise RecursionError) and stopping at a directory it cannot list rather
     than skipping it. Symlinks to directories are listed, never followed.
+    Everything is listed before the first yield, so a directory on another
+    filesystem (a mount point) raises OSError(EXDEV) before anything is
+    removed: the warden never deletes on a filesystem mounted inside a version.
     """
+    device = os.lstat(top).st_dev
     listed: list[tuple[Path, list[str], list[str]]] = []
     pending = [top]
     while pending:
@@ -274,9 +281,14 @@ def _walk_bottom_up(top: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
         subdirectories = [entry.name for entry in entries if entry.is_dir()]
         files = [entry.name for entry in entries if not entry.is_dir()]
         listed.append((directory, subdirectories, files))
-        pending.extend(
-            directory / entry.name for entry in entries if entry.is_dir(follow_symlinks=False)
-        )
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_dev != device:
+                raise OSError(
+                    errno.EXDEV, "another filesystem is mounted here; not removed", entry.path
+                )
+            pending.append(directory / entry.name)
     yield from reversed(listed)
 
 

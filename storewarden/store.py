@@ -42,12 +42,17 @@ NO_LABELS: Mapping[str, str] = MappingProxyType({})
 # (in its bento.yaml) before the bento appears in the store.
 STAGING_DIRECTORY = "tmp"
 STAGING_PREFIX = "bentoml_bento_"
-# A descriptor is a few KiB; anything far larger is not one BentoML wrote.
-MAX_DESCRIPTOR_BYTES = 4 * 1024 * 1024
+# A model.yaml is a few KiB; a bento.yaml holds its API schema and pinned requirements
+# and can reach megabytes (a service taking an enum of 80,000 members writes 5 MB).
+# Larger than this, a descriptor is not read: the version is then "unreadable", which
+# protects it (and, for a bento, stops model removals) -- never "half written".
+DESCRIPTOR_LIMITS: Mapping[str, int] = {"models": 16 * 1024 * 1024, "bentos": 64 * 1024 * 1024}
+MAX_DESCRIPTOR_BYTES = max(DESCRIPTOR_LIMITS.values())
 # A creation_time further ahead of the wall clock than this is not real (a clock
 # skew between hosts sharing a store is minutes): it would keep the version
 # "newest" and under min_age forever, so the directory's mtime stands in.
 FUTURE_TOLERANCE = timedelta(hours=1)
+TOO_LARGE = "descriptor is too large"
 
 
 __all__ = ["MAX_TAG_LENGTH", "TAG_PATTERN", "is_valid_tag_part"]
@@ -84,6 +89,22 @@ class VersionRecord:
     problem: str | None = None
     references: tuple[str, ...] | None = ()
     reference_problems: tuple[str, ...] = ()
+    mounted: bool = False  # another filesystem is mounted at or inside it: never touched
+    # When the warden first saw it in this store (its directory's ctime then):
+    # an imported or pulled version keeps a creation_time of long ago.
+    arrived: datetime | None = None
+
+    @property
+    def age_basis(self) -> datetime:
+        """Return when it came to be in this store: the later of creation and arrival.
+
+        Oldest-first order, ``min_age`` and ``max_age`` count from here, so a
+        model imported today that was created months ago is not the first to go.
+        """
+        arrived = self.arrived
+        if arrived is not None and arrived > self.creation_time:
+            return arrived
+        return self.creation_time
 
     @property
     def tag(self) -> str:
@@ -193,6 +214,9 @@ class RecordCache(Protocol):
     def store(self, record: VersionRecord, stamp: Stamp) -> None:
         """Remember a record under its directory's stamp."""
 
+    def arrival(self, kind: Kind, name: str, version: str, stamp: Stamp) -> datetime:
+        """Return when a version was first seen (recording ``stamp``'s ctime if never)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
@@ -210,11 +234,16 @@ class Stamp:
 
 @dataclass(frozen=True, slots=True)
 class Walk:
-    """What a walk of one version directory found."""
+    """What a walk of one version directory found.
+
+    ``mounted`` is the first directory inside that is another filesystem's
+    mount point (never walked into, never touched).
+    """
 
     bytes: int
     last_change: float
     readable: bool
+    mounted: str | None = None
 
 
 class FileSystem:
@@ -252,32 +281,33 @@ def _gone(error: OSError) -> bool:
     return isinstance(error, FileNotFoundError | NotADirectoryError)
 
 
-def walk_version(path: Path, filesystem: FileSystem, seen: set[tuple[int, int]]) -> Walk:
+def walk_version(
+    path: Path,
+    filesystem: FileSystem,
+    seen: set[tuple[int, int]],
+    inodes: set[tuple[int, int]] | None = None,
+) -> Walk:
     """Given a version directory, return its bytes on disk and newest mtime/ctime.
 
     Bytes are ``st_blocks * 512``; an inode already in ``seen`` (a hard link
     met before, in this version or another) is not counted again. Symlinks are
-    counted as links, never followed. Raise FileNotFoundError if the directory
-    itself is gone.
+    counted as links, never followed. A directory on another filesystem (a
+    mount point inside) is noted and not entered. ``inodes``, if given,
+    receives ``(device, inode)`` of everything in the version, itself
+    included. Raise FileNotFoundError if the directory itself is gone.
     """
     top = filesystem.lstat(path)
     total = top.st_blocks * 512
     newest = max(top.st_mtime, top.st_ctime)
     readable = True
+    mounted: str | None = None
+    if inodes is not None:
+        inodes.add((top.st_dev, top.st_ino))
     pending = [path]
     while pending:
         directory = pending.pop()
-        try:
-            entries = filesystem.scandir(directory)
-        except PermissionError:
-            readable = False
-            continue
-        except OSError as error:
-            if directory == path and _gone(error):
-                raise FileNotFoundError(str(path)) from error
-            if not _gone(error):
-                readable = False  # nested beyond PATH_MAX, a loop, an I/O error: never fatal
-            continue
+        entries, listed = _walk_listing(directory, path, filesystem)
+        readable = readable and listed
         for entry in entries:
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -285,6 +315,11 @@ def walk_version(path: Path, filesystem: FileSystem, seen: set[tuple[int, int]])
                 if not _gone(error):
                     readable = False
                 continue
+            if info.st_dev != top.st_dev:
+                mounted = mounted or entry.path  # another filesystem: not ours to walk
+                continue
+            if inodes is not None:
+                inodes.add((info.st_dev, info.st_ino))
             newest = max(newest, info.st_mtime, info.st_ctime)
             if stat.S_ISDIR(info.st_mode):
                 total += info.st_blocks * 512
@@ -296,7 +331,26 @@ def walk_version(path: Path, filesystem: FileSystem, seen: set[tuple[int, int]])
                     continue
                 seen.add(inode)
             total += info.st_blocks * 512
-    return Walk(bytes=total, last_change=newest, readable=readable)
+    return Walk(bytes=total, last_change=newest, readable=readable, mounted=mounted)
+
+
+def _walk_listing(
+    directory: Path, top: Path, filesystem: FileSystem
+) -> tuple[list[os.DirEntry[str]], bool]:
+    """Return a walked directory's entries and whether it could be read.
+
+    A directory that vanished reads as empty; the version itself vanishing
+    raises FileNotFoundError. Nested beyond PATH_MAX, a loop, an I/O error:
+    never fatal, only unreadable.
+    """
+    try:
+        return filesystem.scandir(directory), True
+    except PermissionError:
+        return [], False
+    except OSError as error:
+        if directory == top and _gone(error):
+            raise FileNotFoundError(str(top)) from error
+        return [], _gone(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +367,7 @@ class Descriptor:
 _SCALARS = (str, int, float, bool)
 
 
-def parse_descriptor(raw: bytes) -> Descriptor:
+def parse_descriptor(raw: bytes, limit: int = MAX_DESCRIPTOR_BYTES) -> Descriptor:
     """Given the bytes of a descriptor, return its creation time, labels and references.
 
     A descriptor that is not YAML, not a mapping, or too large is returned
@@ -324,8 +378,8 @@ def parse_descriptor(raw: bytes) -> Descriptor:
     only accepts documents without any sequence, so a document it reads
     lists no model at all.
     """
-    if len(raw) > MAX_DESCRIPTOR_BYTES:
-        return Descriptor(None, NO_LABELS, "descriptor is too large")
+    if len(raw) > limit:
+        return Descriptor(None, NO_LABELS, TOO_LARGE)
     if b"\x00" in raw:
         return Descriptor(None, NO_LABELS, "descriptor is binary")
     try:
@@ -421,108 +475,112 @@ def file_time(timestamp: float) -> datetime:
         return _LAST_TIME if timestamp > 0 else _FIRST_TIME
 
 
+@dataclass(frozen=True, slots=True)
+class _DescriptorRead:
+    """What reading a version's descriptor gave: the descriptor, its problem, what it means."""
+
+    descriptor: Descriptor
+    problem: str | None
+    parsed: bool  # read and parses: a bento's references are known
+    unreadable: bool  # a read error, or too large: protects the version (never "half written")
+
+
+def _read_descriptor(kind: Kind, path: Path, filesystem: FileSystem) -> _DescriptorRead | None:
+    """Read a version's model.yaml or bento.yaml; None if the version itself vanished.
+
+    Only "not there" or "does not parse" can mean half written. A read error
+    (EACCES while BentoML, as another user, reads it; EIO) says nothing of the
+    version: it is unreadable, which protects it. A FIFO or directory in the
+    descriptor's place is no descriptor at all (EINVAL).
+    """
+    file_name = DESCRIPTORS[kind]
+    limit = DESCRIPTOR_LIMITS[kind]
+    try:
+        descriptor = parse_descriptor(filesystem.read_bytes(path / file_name, limit), limit)
+    except FileNotFoundError:
+        try:
+            filesystem.lstat(path)
+        except FileNotFoundError:
+            return None  # the whole version vanished after the walk
+        return _DescriptorRead(Descriptor(None, NO_LABELS, None), f"no {file_name}", False, False)
+    except OSError as error:
+        return _DescriptorRead(
+            Descriptor(None, NO_LABELS, None),
+            f"cannot read {file_name}: {error.strerror or error}",
+            False,
+            error.errno != errno.EINVAL,
+        )
+    found = descriptor.problem
+    return _DescriptorRead(descriptor, found, found is None, found == TOO_LARGE)
+
+
+def _mount_in(path: Path, top: os.stat_result, walk: Walk, filesystem: FileSystem) -> str | None:
+    """Return where another filesystem is mounted at or inside a version, or None."""
+    try:
+        if filesystem.lstat(path.parent).st_dev != top.st_dev:
+            return str(path)  # the version directory is itself a mount point
+    except OSError:
+        pass
+    return walk.mounted
+
+
 def census_version(
     kind: Kind,
     name: str,
     path: Path,
     filesystem: FileSystem | None = None,
     seen: set[tuple[int, int]] | None = None,
+    inodes: set[tuple[int, int]] | None = None,
 ) -> VersionRecord | None:
-    """Given one version directory, return its record, or None if it vanished."""
+    """Given one version directory, return its record, or None if it vanished.
+
+    ``inodes`` (if given) receives the ``(device, inode)`` of everything in it.
+    """
     filesystem = filesystem or FileSystem()
     seen = set() if seen is None else seen
     try:
-        walk = walk_version(path, filesystem, seen)
+        walk = walk_version(path, filesystem, seen, inodes)
         top = filesystem.lstat(path)
     except FileNotFoundError:
         return None
-    descriptor_path = path / DESCRIPTORS[kind]
-    problem: str | None = None
-    readable = walk.readable
-    parsed = False  # the descriptor was read and parses: a bento's references are known
-    try:
-        descriptor = parse_descriptor(filesystem.read_bytes(descriptor_path, MAX_DESCRIPTOR_BYTES))
-        problem = descriptor.problem
-        parsed = problem is None
-    except FileNotFoundError:
-        try:
-            filesystem.lstat(path)
-        except FileNotFoundError:
-            return None  # the whole version vanished after the walk
-        descriptor = Descriptor(None, NO_LABELS, None)
-        problem = f"no {DESCRIPTORS[kind]}"
-    except OSError as error:
-        descriptor = Descriptor(None, NO_LABELS, None)
-        problem = f"cannot read {DESCRIPTORS[kind]}: {error.strerror or error}"
-        # Only "not there" or "does not parse" can mean half written. A read
-        # error (EACCES while BentoML, as another user, reads it; EIO) says
-        # nothing of the version: it is unreadable, which protects it. A
-        # FIFO or directory in the descriptor's place is no descriptor at all.
-        if error.errno != errno.EINVAL:
-            readable = False
+    read = _read_descriptor(kind, path, filesystem)
+    if read is None:
+        return None
+    descriptor, problem = read.descriptor, read.problem
+    readable = walk.readable and not read.unreadable
+    mounted = _mount_in(path, top, walk, filesystem)
+    if mounted is not None:
+        # Another filesystem lives there: the warden never touches it, so the
+        # version is left alone (kept, as unreadable ones are).
+        readable = False
+        problem = f"a filesystem is mounted at {mounted}; left alone"
     complete = problem is None and readable
     if not walk.readable and problem is None:
         problem = "unreadable entries inside"
     creation_time = descriptor.creation_time
     if creation_time is not None and creation_time > datetime.now(tz=UTC) + FUTURE_TOLERANCE:
         creation_time = None
-    estimated = creation_time is None
-    if creation_time is None:
-        creation_time = file_time(top.st_mtime)
-        if problem is None:
-            problem = "no usable creation_time; directory mtime used"
-    references: tuple[str, ...] | None = ()
-    if kind == "bentos":
-        references = (
-            _outside_own_models(path, descriptor.references, filesystem) if parsed else None
-        )
+    if creation_time is None and problem is None:
+        problem = "no usable creation_time; directory mtime used"
+    bento = kind == "bentos"
     return VersionRecord(
         kind=kind,
         name=name,
         version=path.name,
         path=path,
-        creation_time=creation_time,
-        creation_time_estimated=estimated,
+        creation_time=creation_time or file_time(top.st_mtime),
+        creation_time_estimated=creation_time is None,
         labels=descriptor.labels,
         bytes=walk.bytes,
         last_change=file_time(walk.last_change),
         complete=complete,
         readable=readable,
         problem=problem,
-        references=references,
-        reference_problems=descriptor.reference_problems if kind == "bentos" else (),
+        references=(descriptor.references if read.parsed else None) if bento else (),
+        reference_problems=descriptor.reference_problems if bento else (),
+        mounted=mounted is not None,
+        arrived=file_time(top.st_ctime),
     )
-
-
-def _outside_own_models(
-    bento: Path, references: tuple[str, ...], filesystem: FileSystem
-) -> tuple[str, ...]:
-    """Return the references a bento's own ``models/`` directory does not hold.
-
-    An older or imported bento may carry copies of its models; BentoML then
-    loads them from there. A model counts as carried only if its version
-    directory is really inside (BentoML's CLI skips any bento that has a
-    ``models/`` directory at all, even an empty one, which its loader then
-    ignores: the warden stays on the safe side of both).
-    """
-    if not references:
-        return references
-    try:
-        info = filesystem.lstat(bento / "models")
-    except OSError:
-        return references
-    if not stat.S_ISDIR(info.st_mode):
-        return references
-    needed = []
-    for reference in references:
-        name, _, version = reference.partition(":")
-        try:
-            carried = stat.S_ISDIR(filesystem.lstat(bento / "models" / name / version).st_mode)
-        except OSError:
-            carried = False
-        if not carried or version == "latest":
-            needed.append(reference)
-    return tuple(needed)
 
 
 def _entries(path: Path, filesystem: FileSystem) -> Iterator[os.DirEntry[str]] | None:
@@ -605,6 +663,11 @@ class _Census:
             record = census_version(kind, name, path, self.filesystem, self.seen)
             if record is not None and cache is not None:
                 cache.store(record, stamp)  # stamped before the walk: a change since misses
+        if record is not None and cache is not None:
+            # The first time any census saw it, kept across runs; its ctime then.
+            arrived = cache.arrival(kind, name, path.name, stamp)
+            if arrived != record.arrived:
+                record = replace(record, arrived=arrived)
         if record is not None:
             self.versions.append(record)
 
@@ -634,6 +697,7 @@ def census(
     if "bentos" not in managed:
         # Read for their references only: their pointers and problems are not ours.
         others.kind("bentos", root)
+    others.versions.extend(census_linked_bentos(root))
     snapshot = Snapshot(
         root=root,
         versions=tuple(found.versions),
@@ -648,6 +712,77 @@ def census(
         others=tuple(others.versions),
         staging=census_staging(root, filesystem),
         linked=snapshot.linked,
+    )
+
+
+def census_linked_bentos(root: Path) -> tuple[VersionRecord, ...]:
+    """Return the bento versions reached through a symlink, for the models they need.
+
+    BentoML follows symlinks (``bentos/`` itself, a name directory or a
+    version directory may be one); the census never follows them to remove
+    anything, but a bento BentoML can load protects its models all the same.
+    Only ``bento.yaml`` is read, through the link; nothing is walked, so a
+    link loop or a huge tree costs nothing. Never raises.
+    """
+    kind_dir = root / "bentos"
+    found = []
+    try:
+        kind_linked = kind_dir.is_symlink()
+        names = sorted(os.scandir(kind_dir), key=lambda entry: entry.name)
+    except OSError:
+        return ()
+    for name_entry in names:
+        try:
+            if not is_valid_tag_part(name_entry.name) or not name_entry.is_dir():
+                continue
+            name_linked = kind_linked or name_entry.is_symlink()
+            versions = sorted(os.scandir(name_entry.path), key=lambda entry: entry.name)
+        except OSError:
+            continue
+        for entry in versions:
+            try:
+                linked = name_linked or entry.is_symlink()
+                if entry.name == POINTER or not linked or not entry.is_dir():
+                    continue
+            except OSError:
+                continue
+            if is_valid_tag_part(entry.name):
+                found.append(_linked_bento(name_entry.name, Path(entry.path)))
+    return tuple(found)
+
+
+def _linked_bento(name: str, path: Path) -> VersionRecord:
+    """Read a bento version through a symlink: its bento.yaml, and when it last changed."""
+    limit = DESCRIPTOR_LIMITS["bentos"]
+    descriptor = Descriptor(None, NO_LABELS, "no bento.yaml")
+    readable = True
+    changed = 0.0
+    try:
+        info = os.stat(path)
+        changed = max(info.st_mtime, info.st_ctime)
+        with open(path / "bento.yaml", "rb") as handle:
+            changed = max(changed, os.fstat(handle.fileno()).st_ctime)
+            descriptor = parse_descriptor(handle.read(limit + 1), limit)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        readable = False
+    parsed = readable and descriptor.problem is None
+    return VersionRecord(
+        kind="bentos",
+        name=name,
+        version=path.name,
+        path=path,
+        creation_time=descriptor.creation_time or file_time(changed),
+        creation_time_estimated=descriptor.creation_time is None,
+        labels=descriptor.labels,
+        bytes=0,
+        last_change=file_time(changed),
+        complete=parsed,
+        readable=readable and descriptor.problem != TOO_LARGE,
+        problem=descriptor.problem,
+        references=descriptor.references if parsed else None,
+        reference_problems=descriptor.reference_problems,
     )
 
 
@@ -726,13 +861,16 @@ class BentoScan:
         self._known: dict[Path, tuple[Stamp, VersionRecord]] = {}
 
     def read(self, changed_since: datetime) -> tuple[VersionRecord, ...]:
-        """Return every bento version in the store now."""
+        """Return every bento version in the store now (through symlinks too)."""
         found: list[VersionRecord] = []
         kind_dir = self.root / "bentos"
+        linked = census_linked_bentos(self.root)
         try:
+            if kind_dir.is_symlink():
+                return linked
             names = self.filesystem.scandir(kind_dir)
         except OSError:
-            return ()
+            return linked
         for name_entry in names:
             if not is_valid_tag_part(name_entry.name) or not _is_real_dir(name_entry):
                 continue
@@ -754,7 +892,7 @@ class BentoScan:
                     )
                     if record is not None:
                         found.append(record)
-        return tuple(found)
+        return (*found, *linked)
 
     def _record(
         self, name: str, path: Path, info: os.stat_result, changed_since: datetime

@@ -213,6 +213,6 @@ def status_table(data: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]problem:[/] {problem['path']}: {problem['problem']}")
     for unknown in data.get("references_unknown", []):
         console.print(
-            f"[yellow]being written:[/] {unknown['bento']} ({unknown['reason']}):"
-            " no model version is removed until it settles"
+            f"[yellow]needs unknown:[/] {unknown['bento']} ({unknown['reason']}):"
+            f" no model version is removed until {unknown['until']}"
         )

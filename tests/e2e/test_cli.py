@@ -734,3 +734,15 @@ def test_delete_of_a_tag_that_names_a_model_and_a_bento_exits_2_until_given_a_ki
     assert chosen.returncode == 0, chosen.stderr
     assert not (store / "bentos" / "iris").exists()
     assert (store / "models" / "iris" / "m1").is_dir()
+
+
+def test_delete_takes_tags_in_any_case_as_bentoml_does(store: Path, tmp_path: Path) -> None:
+    make_version(store, "iris", "v1", created=NOW - timedelta(days=3))
+    make_version(store, "iris", "v2", created=NOW - timedelta(days=2), set_latest=True)
+    config = tmp_path / "config.yaml"
+    config.write_text("protect:\n  settle: 0s\n  min_age: 0s\n")
+
+    result = run_cli(store, "delete", "IRIS:V1", "--config", str(config))
+
+    assert result.returncode == 0, result.stderr
+    assert not (store / "models" / "iris" / "v1").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import stat
 import tarfile
 import time
@@ -27,7 +28,7 @@ from storewarden.config import ConfigError, build_config
 from storewarden.engine import Engine
 from storewarden.store import census, census_version
 from tests.conftest import Audit
-from tests.storebuilder import NOW, make_version, point_latest, read_latest
+from tests.storebuilder import NOW, make_bento, make_version, point_latest, read_latest
 
 MIB = 1024 * 1024
 
@@ -547,3 +548,26 @@ def test_an_archive_already_there_is_never_written_over(store: Path, tmp_path: P
     assert written.name == "iris+v1~2.bentomodel.tar"
     assert earlier.read_bytes().startswith(b"an earlier archive")
     assert archive.inspect_archive(written).version == "v1"
+
+
+def test_a_bento_is_not_restored_before_the_models_it_needs(store: Path, tmp_path: Path) -> None:
+    make_version(store, "iris", "m1", created=NOW - timedelta(days=30))
+    bento = make_bento(store, "svc", "b1", needs=("iris:m1",), created=NOW - timedelta(days=20))
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    archiver = Archiver(archives, store=store)
+    snapshot = census(store)
+    model_archive = archiver.write(snapshot.find("models", "iris", "m1"))  # type: ignore[arg-type]
+    bento_archive = archiver.write(snapshot.find("bentos", "svc", "b1"))  # type: ignore[arg-type]
+    shutil.rmtree(bento)
+    shutil.rmtree(store / "models" / "iris" / "m1")
+    engine = engine_for(store, archives)
+    engine.pruner.prepare()
+
+    with pytest.raises(RestoreError, match=r"needs iris:m1.*restore the model first"):
+        restore(bento_archive, engine.pruner, ("models", "bentos"))
+    assert not bento.exists()
+
+    restore(model_archive, engine.pruner, ("models", "bentos"))
+    restore(bento_archive, engine.pruner, ("models", "bentos"))
+    assert (bento / "bento.yaml").is_file()

@@ -289,3 +289,68 @@ def test_two_versions_whose_archive_names_would_collide_both_come_back(tmp_path:
     # Both archives import back with BentoML's own CLI, each the version it was.
     restored = run_python(tmp_path / "elsewhere", IMPORT_ALL, *map(str, written))
     assert restored == {tag: tag * 100 for tag in saved}
+
+
+# -- case 8: an imported version is new to this store, whatever its creation_time ------------
+
+# argv: the export path. Saves iris with BentoML, dates it 90 days back (as a model
+# trained long ago and exported then would be), and exports it with BentoML's own CLI.
+SAVE_OLD_AND_EXPORT = """
+import json, os, pathlib, subprocess, sys
+from datetime import datetime, timedelta, timezone
+import bentoml
+
+with bentoml.models.create("iris") as model:
+    pathlib.Path(model.path, "weights.bin").write_bytes(os.urandom(1000))
+descriptor = pathlib.Path(bentoml.models.get(model.tag).path, "model.yaml")
+old = (datetime.now(tz=timezone.utc) - timedelta(days=90)).isoformat()
+text = descriptor.read_text()
+start = text.index("creation_time: '") + len("creation_time: '")
+descriptor.write_text(text[:start] + old + text[text.index("'", start):])
+subprocess.run([sys.executable, "-m", "bentoml", "models", "export", str(model.tag), sys.argv[1]],
+               check=True, capture_output=True)
+print(json.dumps({"tag": str(model.tag), "created": old}))
+"""
+
+IMPORT_ONE = """
+import json, subprocess, sys
+import bentoml
+
+subprocess.run([sys.executable, "-m", "bentoml", "models", "import", sys.argv[1]],
+               check=True, capture_output=True)
+print(json.dumps([str(model.tag) for model in bentoml.models.list()]))
+"""
+
+
+def test_a_model_imported_today_but_created_months_ago_is_protected_by_min_age(
+    tmp_path: Path,
+) -> None:
+    exported = run_python(
+        tmp_path / "elsewhere", SAVE_OLD_AND_EXPORT, str(tmp_path / "iris.bentomodel")
+    )
+    home = tmp_path / "bentoml"
+    run_python(home, SAVE_ONE, "1000")  # a model of this store, created now
+    time.sleep(1.1)
+    assert exported["tag"] in run_python(home, IMPORT_ONE, str(tmp_path / "iris.bentomodel"))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "protect": {"settle": "1s", "min_age": "1h", "keep_last": 0},
+                "trigger": {"max_store_size": 1},
+                "rules": [{"match": "*", "keep_latest": False}],
+            }
+        )
+    )
+    time.sleep(1.1)  # both settled: only min_age can keep them now
+
+    status = storewarden(home, "status", "--json", config=config)
+    result = storewarden(home, "prune", config=config)
+
+    assert result.returncode == 0, result.stderr
+    assert [e for e in events(result) if e["event"] == "version_removed"] == []
+    (iris,) = [name for name in json.loads(status.stdout)["names"] if name["name"] == "iris"]
+    imported = {v["version"]: v for v in iris["versions"]}[exported["tag"].partition(":")[2]]
+    assert imported["creation_time"].startswith(exported["created"][:10])
+    assert "min_age" in imported["protected"]
+    assert imported["in_store_since"] > imported["creation_time"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,23 @@ def test_a_read_only_command_never_creates_the_state_directory(store: Path) -> N
     make_series(store, "iris", 2)
     engine_for(store).census()
     assert not (store / ".storewarden").exists()
+
+
+def test_when_a_version_was_first_seen_is_kept_across_runs_and_changes(
+    cached_store: Path,
+) -> None:
+    engine = engine_for(cached_store)
+    first = {record.path: record.arrived for record in engine.census().versions}
+    version = next(iter(first))
+    time.sleep(0.05)
+    version.chmod(0o750)  # moves the directory's ctime, as any change inside would
+
+    again = {record.path: record.arrived for record in engine_for(cached_store).census().versions}
+
+    assert again == first
+    assert all(arrived is not None for arrived in again.values())
+    # Without the cache, the directory's ctime now stands in.
+    cold = {record.path: record.arrived for record in census(cached_store).versions}
+    cold_arrival, first_arrival = cold[version], first[version]
+    assert cold_arrival is not None and first_arrival is not None
+    assert cold_arrival > first_arrival

@@ -478,7 +478,7 @@ def test_a_version_that_vanished_after_the_plan_is_skipped_as_gone(
 # -- crash recovery ----------------------------------------------------------------------
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 - a crash: no handler of ours may catch it
+class SimulatedCrash(BaseException):
     """The process 'dies' here: nothing after this step runs."""
 
 
@@ -911,3 +911,67 @@ def test_a_version_still_being_written_is_refused_unless_forced(store: Path, aud
 
     engine.delete(["iris:v1"], force=True)
     assert not first.exists()
+
+
+# -- another filesystem mounted inside the store ---------------------------------------------
+
+
+@pytest.mark.tmpfs
+@pytest.mark.parametrize("where", ["inside-a-version", "at-a-version"])
+def test_a_filesystem_mounted_in_the_store_is_never_touched(
+    store: Path, tmpfs: Callable[[str], Path], where: str
+) -> None:
+    make_version(store, "iris", "v1", created=NOW - 9 * DAY)
+    make_version(store, "iris", "v2", created=NOW - 2 * DAY, set_latest=True)
+    other = tmpfs("4m")
+    (other / "precious.txt").write_text("not the store's\n")
+    (other / "sub").mkdir()
+    (other / "sub" / "y").write_text("y\n")
+    if where == "inside-a-version":
+        version = store / "models" / "iris" / "v1"
+        target = version / "data"
+    else:
+        version = target = store / "models" / "iris" / "v0"
+        (other / "model.yaml").write_text("creation_time: '2026-01-01T00:00:00+00:00'\n")
+    target.mkdir()
+    before = sorted(str(path.relative_to(other)) for path in other.rglob("*"))
+    subprocess.run(["mount", "--bind", str(other), str(target)], check=True)
+    try:
+        config = config_for(store, trigger={"max_store_size": 1}, protect={"keep_last": 0})
+        pruned = Engine(config).cycle()
+        forced = Engine(config).delete([f"iris:{version.name}"], force=True)
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+    assert sorted(str(path.relative_to(other)) for path in other.rglob("*")) == before
+    assert (other / "precious.txt").read_text() == "not the store's\n"
+    assert version.is_dir()
+    assert version not in {outcome.record.path for outcome in pruned.removed}
+    (kept,) = [kept for kept in pruned.plan.kept if kept.version.path == version]
+    assert kept.reasons[0] == "unreadable"
+    assert [reasons for _record, reasons in forced.skipped] == [("mounted",)]
+
+
+def test_the_trash_never_deletes_into_a_filesystem_mounted_inside_an_entry(
+    store: Path, tmp_path: Path, tmpfs: Callable[[str], Path], audit: Audit
+) -> None:
+    # Mounted after the last look: the entry left the store, but what the mount holds stays.
+    engine = Engine(config_for(store))
+    engine.pruner.prepare()
+    entry = store / ".storewarden" / "trash" / "0123456789ab-1"
+    (entry / "data").mkdir(parents=True)
+    (entry / "weights.bin").write_bytes(b"w" * 100)
+    other = tmpfs("4m")
+    (other / "precious.txt").write_text("keep\n")
+    subprocess.run(["mount", "--bind", str(other), str(entry / "data")], check=True)
+    try:
+        with engine.lock.held():
+            engine.recover()
+        kept = (entry / "data" / "precious.txt").read_text()
+    finally:
+        subprocess.run(["umount", str(entry / "data")], check=True)
+
+    assert kept == "keep\n"
+    assert (entry / "weights.bin").exists()  # nothing of the entry was removed
+    (event,) = audit.named("trash_not_emptied")
+    assert "another filesystem" in event["error"]

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from storewarden.archive import Archiver
 from storewarden.config import Config, build_config
 from storewarden.engine import Engine, RefusedError
 from storewarden.index import Index
 from storewarden.inuse import ProcessView
-from storewarden.store import census
+from storewarden.pins import Pin, PinBoard
+from storewarden.store import VersionRecord, census
 from tests.conftest import Audit
 from tests.storebuilder import NOW, bento_yaml, make_bento, make_version, point_latest
 
@@ -68,15 +71,81 @@ def test_a_bento_without_bento_yaml_has_unknown_needs(store: Path) -> None:
     }
 
 
-def test_a_bento_carrying_a_model_in_its_own_models_directory_does_not_need_the_stores(
+def test_a_bento_with_its_own_models_directory_still_needs_the_stores_models(
     store: Path,
 ) -> None:
+    # `bentoml export` copies the models into <bento>/models/ for the length of the
+    # export and deletes them after: the store's copy is what the bento needs then.
     path = make_bento(store, "svc", "b1", needs=("iris:m1", "mnist:m2"))
     make_version(path, "iris", "m1", kind="models")  # <bento>/models/iris/m1/model.yaml
 
     (record,) = census(store).versions
 
-    assert record.references == ("mnist:m2",)
+    assert record.references == ("iris:m1", "mnist:m2")
+
+
+@pytest.mark.parametrize("linked", ["version", "name", "bentos"])
+def test_a_bento_behind_a_symlink_still_protects_its_models(
+    store: Path, tmp_path: Path, audit: Audit, linked: str
+) -> None:
+    make_version(store, "iris", "m1", created=NOW - 30 * DAY, size=SIZE)
+    make_version(store, "iris", "m2", created=NOW - 20 * DAY, size=SIZE, set_latest=True)
+    bento = make_bento(store, "svc", "b1", needs=("iris:m1",), created=NOW - 10 * DAY)
+    moved = {
+        "version": bento,
+        "name": bento.parent,
+        "bentos": store / "bentos",
+    }[linked]
+    elsewhere = tmp_path / "elsewhere" / moved.name
+    elsewhere.parent.mkdir()
+    shutil.move(moved, elsewhere)
+    os.symlink(elsewhere, moved)  # BentoML follows it and serves the bento
+
+    result = Engine(config_for(store, protect={"keep_latest": True})).cycle()
+
+    assert removed_tags(audit) == []
+    assert (store / "models" / "iris" / "m1").is_dir()
+    (kept,) = [kept for kept in result.plan.kept if kept.version.version == "m1"]
+    assert kept.reasons == ("referenced",)
+    with pytest.raises(RefusedError, match="svc:b1"):
+        Engine(config_for(store)).delete(["iris:m1"], kind="models")
+    assert (store / "bentos" / "svc" / "b1" / "bento.yaml").is_file()  # left alone, through it
+
+
+def test_a_bento_yaml_of_several_megabytes_is_read_whole(store: Path, audit: Audit) -> None:
+    make_version(store, "iris", "m1", created=NOW - 30 * DAY)
+    text = bento_yaml("svc", "b1", created=NOW - DAY, needs=("iris:m1",))
+    # BentoML writes a service's API schema in bento.yaml: a large enum makes it megabytes.
+    text += "schema:\n  enum:\n" + "".join(f"  - member{index}\n" for index in range(400_000))
+    path = make_version(store, "svc", "b1", kind="bentos", descriptor_text=text)
+    assert (path / "bento.yaml").stat().st_size > 5_000_000
+
+    result = Engine(config_for(store, protect={"pins": ["svc:*"]})).cycle()
+
+    assert removed_tags(audit) == []
+    (bento,) = [record for record in census(store).versions if record.kind == "bentos"]
+    assert bento.complete
+    assert bento.references == ("iris:m1",)
+    assert [kept.reasons for kept in result.plan.kept if kept.version.kind == "models"] == [
+        ("referenced",)
+    ]
+
+
+def test_a_descriptor_too_large_to_read_is_kept_as_unreadable_not_abandoned(
+    store: Path, audit: Audit
+) -> None:
+    make_version(store, "iris", "m1", created=NOW - 30 * DAY)
+    path = make_version(store, "svc", "b1", kind="bentos", created=NOW - DAY)
+    with (path / "bento.yaml").open("ab") as handle:
+        handle.truncate(65 * 1024 * 1024)  # sparse: past the 64 MiB a bento.yaml may have
+
+    result = Engine(config_for(store, protect={"abandoned_after": 0})).cycle()
+
+    assert removed_tags(audit) == []
+    assert [kept.reasons[0] for kept in result.plan.kept if kept.version.kind == "bentos"] == [
+        "unreadable"
+    ]
+    assert result.plan.references.unknown[0].path == path
 
 
 def test_bentos_are_read_for_their_needs_when_only_models_are_managed(store: Path) -> None:
@@ -311,3 +380,50 @@ def test_a_pointer_only_reference_by_latest_protects_what_latest_names(
     Engine(config_for(store, protect={"pins": ["svc:*"]})).cycle()
 
     assert removed_tags(audit) == ["models/iris:m2"]
+
+
+# -- while a version is being archived ----------------------------------------------------
+
+
+class ArchiveThen(Archiver):
+    """A real archiver that, once the archive is written, does ``then`` (as time passes)."""
+
+    def __init__(self, directory: Path, store: Path, then: Callable[[], object]) -> None:
+        super().__init__(directory, store=store)
+        self.then = then
+
+    def write(self, record: VersionRecord, *, run_id: str | None = None) -> Path:
+        path = super().write(record, run_id=run_id)
+        self.then()
+        return path
+
+
+@pytest.mark.parametrize("meanwhile", ["a-bento-is-built", "it-is-pinned", "it-is-opened"])
+def test_what_happens_while_a_version_is_archived_still_protects_it(
+    store: Path, tmp_path: Path, audit: Audit, meanwhile: str
+) -> None:
+    victim = make_version(store, "iris", "m1", created=NOW - 30 * DAY, size=SIZE)
+    make_version(store, "iris", "m2", created=NOW - 20 * DAY, size=SIZE, set_latest=True)
+    config = config_for(store, protect={"keep_latest": True})
+    holders: list[ProcessView] = []
+    engine = Engine(config, processes=lambda: holders)
+    actions: dict[str, Callable[[], object]] = {
+        "a-bento-is-built": lambda: make_bento(store, "svc", "b1", needs=("iris:m1",)),
+        "it-is-pinned": lambda: PinBoard(engine.state_dir).add(
+            Pin("iris:m1", None, "test", datetime.now(tz=UTC))
+        ),
+        "it-is-opened": lambda: holders.append(
+            ProcessView(4242, "server", (), None, (str(victim / "weights.bin"),))
+        ),
+    }
+    archives = tmp_path / "archive"
+    engine.archiver = ArchiveThen(archives, store, actions[meanwhile])
+    engine.forget_process_table()
+
+    result = engine.cycle()
+
+    assert removed_tags(audit) == []
+    assert victim.is_dir()
+    assert [record.version for record, _reasons in result.skipped] == ["m1"]
+    assert [event["version"] for event in audit.named("archive_written")] == ["m1"]
+    assert len(list(archives.iterdir())) == 1  # the archive stays: nothing is lost either way

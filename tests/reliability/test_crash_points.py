@@ -297,6 +297,8 @@ LATEST_TARGET_POINTS = [
     "fsync_dir models/iris",
     "log latest_changed",
     "rename models/iris/v-c",  # the version leaves the store in one rename, into the trash
+    "fsync_dir models/iris",  # both directories, so a power loss cannot bring it back
+    "fsync_dir trash",
     *sorted(
         [
             "unlink trash/<id>/assets/merges.txt",
@@ -324,6 +326,8 @@ LAST_VERSION_POINTS = [
     "fsync_dir models/solo",
     "log latest_removed",
     "rename models/solo/only",
+    "fsync_dir models/solo",
+    "fsync_dir trash",
     "rmdir models/solo",  # the name directory, now empty
     "fsync_dir models",
     "log name_removed",

@@ -914,3 +914,36 @@ def test_an_explicit_delete_is_refused_for_a_model_a_bento_needs() -> None:
     )
 
     assert blockers == ["referenced"]
+
+
+# -- time in this store --------------------------------------------------------------------
+
+
+def test_an_imported_version_goes_by_when_it_arrived_not_when_it_was_created() -> None:
+    imported = replace(record("iris", "old-import", age=100 * DAY), arrived=NOW - DAY)
+    native = record("iris", "native", age=50 * DAY)
+
+    plan = policy.plan(snapshot(imported, native), usage(99), config(), NOW)
+
+    assert removed(plan) == ["iris:native", "iris:old-import"]
+
+
+def test_min_age_counts_from_arrival_for_an_imported_version() -> None:
+    imported = replace(
+        record("iris", "old-import", age=100 * DAY), arrived=NOW - timedelta(minutes=5)
+    )
+
+    plan = policy.plan(snapshot(imported), usage(99), config(protect={"min_age": 3600}), NOW)
+
+    assert removed(plan) == []
+    assert kept_reasons(plan) == {"iris:old-import": ("min_age",)}
+
+
+def test_max_age_counts_from_arrival_too() -> None:
+    imported = replace(record("iris", "old-import", age=100 * DAY), arrived=NOW - DAY)
+
+    plan = policy.plan(
+        snapshot(imported), usage(10), config(retention={"max_age": 30 * 86400}), NOW
+    )
+
+    assert removed(plan) == []

@@ -105,9 +105,19 @@ def version_records(draw: st.DrawFn) -> list[VersionRecord]:
                 readable=state != "unreadable",
                 problem=None if complete else "no model.yaml",
                 references=references,
+                # Imported or pulled: here since long after its creation_time.
+                arrived=draw(
+                    st.sampled_from([None, None, created])
+                    | st.builds(lambda days: NOW - timedelta(days=days), st.integers(0, 40))
+                ),
             )
         )
     return records
+
+
+def basis(record: VersionRecord) -> datetime:
+    """Return when a version came to be in the store: the later of creation and arrival."""
+    return max(record.creation_time, record.arrived or record.creation_time)
 
 
 @st.composite
@@ -342,7 +352,7 @@ def protections(case: Case, record: VersionRecord) -> set[str]:
             for key, pattern in config.protect.labels.items()
         ):
             reasons.add("label")
-        if seconds_between(NOW, record.creation_time) < wanted.min_age:
+        if seconds_between(NOW, basis(record)) < wanted.min_age:
             reasons.add("min_age")
         pointer = case.snapshot.pointers.get(record.key)
         if (
@@ -362,7 +372,7 @@ def mandatory_reason(case: Case, record: VersionRecord) -> str | None:
     wanted = settings_for(case.config, record.kind, record.name)
     if not record.complete:
         return "abandoned"
-    if wanted.max_age is not None and seconds_between(NOW, record.creation_time) > wanted.max_age:
+    if wanted.max_age is not None and seconds_between(NOW, basis(record)) > wanted.max_age:
         return "max_age"
     if (
         wanted.max_versions is not None
@@ -511,12 +521,10 @@ def test_mandatory_removals_come_first_then_pressure_oldest_first(case: Case) ->
     # Models freed by a bento's removal come right after it, out of time order.
     released = {record.path for record in released_models(case)}
     pressure = [record for record in pressure_part(plan) if record.path not in released]
-    times = [record.creation_time for record in pressure]
+    times = [basis(record) for record in pressure]
     assert times == sorted(times)
     reserve_times = [
-        removal.version.creation_time
-        for removal in plan.reserve
-        if removal.version.path not in released
+        basis(removal.version) for removal in plan.reserve if removal.version.path not in released
     ]
     assert reserve_times == sorted(reserve_times)
     if pressure and reserve_times:
