@@ -163,7 +163,7 @@ def check(config_path: Path | None, store: Path | None) -> None:
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     try:
-        engine = Engine(config)
+        engine = Engine(config, read_only=True)
         warnings = engine.preflight(create=False, warn=True)
     except (UnsafeStateDirError, UnsafeArchiveDirError, PreflightError) as error:
         fail(str(error), EXIT_CONFIG)
@@ -333,7 +333,7 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     """
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
-    engine = Engine(config)
+    engine = Engine(config, read_only=True)
     view = engine.make_plan(_require_store(engine))
     data = _status_data(engine, view)
     if as_json:
@@ -394,7 +394,7 @@ def plan_command(config_path: Path | None, store: Path | None, as_json: bool) ->
     """
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
-    engine = Engine(config)
+    engine = Engine(config, read_only=True)
     view = engine.make_plan(_require_store(engine))
     data = _plan_data(view)
     if as_json:

@@ -188,6 +188,8 @@ class Engine:
     measure: Callable[[Path, int], Usage] = usage.measure
     pins: Callable[[], Sequence[str]] = _pins_from_state_dir
     progress: Progress | None = None
+    # status, plan, why, check: never write into the store, not even the census cache.
+    read_only: bool = False
     root: Path = field(init=False)
     state_dir: Path = field(init=False)
     pruner: Pruner = field(init=False)
@@ -302,7 +304,8 @@ class Engine:
         cache = CensusCache(self.state_dir / CACHE_FILE, self.root)
         cache.load()
         snapshot = census(self.root, self.config.kinds, self.filesystem, cache)
-        if (self.state_dir / STATE_MARKER).is_file():  # only ever into the warden's own directory
+        # Only by a command that writes anyway, and only into the warden's own directory.
+        if not self.read_only and (self.state_dir / STATE_MARKER).is_file():
             cache.save()
         self._cache = cache
         for problem in snapshot.problems:

@@ -6,6 +6,7 @@ compatibility tests check the same stores with the real package.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -185,3 +186,29 @@ def make_bento(
         descriptor_text=bento_yaml(name, version, created=created, needs=needs),
         set_latest=set_latest,
     )
+
+
+def backdate_arrivals(root: Path, arrivals: Mapping[tuple[str, str, str], datetime]) -> None:
+    """Record, as a warden that has long watched the store would have, when versions arrived.
+
+    A version's time in the store is when the warden first saw it (its
+    directory's ctime then), which a test cannot set on a directory it has
+    just made; this writes it into the census cache of the store's default
+    state directory (``kind/name/version`` -> seconds), which the census reads.
+    """
+    from storewarden.cache import FILE_NAME, FORMAT  # noqa: PLC0415 - tests only
+    from storewarden.prune import STATE_MARKER  # noqa: PLC0415
+
+    state = root / ".storewarden"
+    state.mkdir(exist_ok=True)
+    (state / STATE_MARKER).touch()
+    data = {
+        "format": FORMAT,
+        "root": os.path.realpath(root),
+        "entries": {},
+        "arrivals": {
+            f"{kind}/{name}/{version}": moment.timestamp()
+            for (kind, name, version), moment in arrivals.items()
+        },
+    }
+    (state / FILE_NAME).write_text(json.dumps(data))

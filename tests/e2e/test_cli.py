@@ -31,7 +31,7 @@ import storewarden
 from storewarden import logs
 from storewarden.cli import main as cli_group
 from storewarden.config import Config
-from tests.storebuilder import NOW, make_version, point_latest, read_latest
+from tests.storebuilder import NOW, backdate_arrivals, make_version, point_latest, read_latest
 
 UNIT = 256 * 1024  # the weights of one version; descriptors and blocks add a few KiB
 CONSOLE_SCRIPT = Path(sys.executable).parent / "storewarden"
@@ -200,6 +200,14 @@ def build_scenario(home: Path, tmp_path: Path, extra_config: str = "") -> Scenar
     point_latest(home, "iris", "iris1d")
     point_latest(home, "mnist", "mnist2d")
     os.symlink("scratch4d", home / "models" / "scratch" / "latest")
+    # Saved in this store when they were created, not imported just now.
+    backdate_arrivals(
+        home,
+        {
+            ("models", *tag.partition(":")[::2]): now - timedelta(days=days)
+            for tag, days in ages.items()
+        },
+    )
     total = sum(sizes.values())
     config = tmp_path / "storewarden.yaml"
     config.write_text(scenario_config(total - UNIT * 5 // 2, extra_config))
