@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from storewarden.store import (
     VersionRecord,
     census,
     census_staging,
+    census_version,
 )
 from storewarden.usage import Usage
 
@@ -355,7 +356,11 @@ class Engine:
         return self.measure(self.root, store_bytes)
 
     def scan_in_use(
-        self, records: Iterable[VersionRecord], *, reuse: bool = False
+        self,
+        records: Iterable[VersionRecord],
+        *,
+        reuse: bool = False,
+        inodes: Mapping[Path, set[inuse.Inode]] | None = None,
     ) -> inuse.InUseScan:
         """Return which of ``records`` running processes hold (nothing when in_use is off).
 
@@ -363,7 +368,9 @@ class Engine:
         re-check before each removal of a cycle) a process table read less than
         IN_USE_REUSE_SECONDS ago is used again, so a prune of many small
         versions is not dominated by rescans; the window this leaves is of the
-        same order as the scan itself.
+        same order as the scan itself. ``inodes`` (the files of versions
+        walked just now) lets a process that reached them by another path (a
+        bind mount, a container) be seen.
         """
         if not self.config.protect.in_use:
             return inuse.InUseScan()
@@ -371,7 +378,7 @@ class Engine:
         if not reuse or self._table is None or now - self._table_at > IN_USE_REUSE_SECONDS:
             self._table = inuse.index_processes(self.root, self.processes())
             self._table_at = time.monotonic()
-        return inuse.holders_in(self._table, records)
+        return inuse.holders_in(self._table, records, inodes)
 
     def make_plan(self, snapshot: Snapshot | None = None) -> PlanView:
         """Return the plan for the store now (scanning processes only if something would go)."""
@@ -750,7 +757,16 @@ class Engine:
             self.config,
             now,
         )
-        scan = self.scan_in_use(records)
+        inodes: dict[Path, set[inuse.Inode]] = {}
+        for record in records:
+            census_version(
+                record.kind,
+                record.name,
+                record.path,
+                self.filesystem,
+                inodes=inodes.setdefault(record.path, set()),
+            )
+        scan = self.scan_in_use(records, inodes=inodes)
         refusals = []
         for record in records:
             blockers = policy.explicit_blockers(

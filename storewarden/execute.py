@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from storewarden import durable, policy
 from storewarden.archive import ArchiveError
+from storewarden.inuse import Inode
 from storewarden.policy import Mode, Removal, Target
 from storewarden.prune import NoSettledLatestError, RemovalOutcome
 from storewarden.store import VersionRecord, census_version
@@ -281,7 +282,10 @@ class Executor:
         """Read the version and the store afresh; return it and what protects it now."""
         engine = self.engine
         record = removal.version
-        fresh = census_version(record.kind, record.name, record.path, engine.filesystem)
+        inodes: set[Inode] = set()
+        fresh = census_version(
+            record.kind, record.name, record.path, engine.filesystem, inodes=inodes
+        )
         if fresh is None:
             return None, [policy.GONE]
         if fresh.mounted:  # not even --force: a filesystem mounted inside is never touched
@@ -297,7 +301,7 @@ class Executor:
             return fresh, []
         _form, target = engine.pruner.read_pointer(fresh.kind, fresh.name)
         facts = policy.Facts(
-            in_use=engine.scan_in_use([fresh], reuse=True).holders,
+            in_use=engine.scan_in_use([fresh], reuse=True, inodes={fresh.path: inodes}).holders,
             pins=tuple(engine.pins()),
             references=references,
             pointer_target=target,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,18 @@ from storewarden.store import VersionRecord
 _TOKEN_SPLIT = re.compile(r"[\s=,;\"']+")
 
 
+Inode = tuple[int, int]  # (st_dev, st_ino)
+
+
 @dataclass(frozen=True)
 class ProcessView:
-    """What one process shows of itself: its pid, command line, cwd and open paths."""
+    """What one process shows of itself: its pid, command line, cwd and open paths.
+
+    ``inodes`` are the ``(device, inode)`` of its open files, mapped files
+    and working directory: they name a file whatever path reached it (a bind
+    mount of the store, a container that mounts it elsewhere), where
+    ``paths`` are only the names this process's mount namespace gives them.
+    """
 
     pid: int
     name: str
@@ -31,6 +41,7 @@ class ProcessView:
     cwd: str | None
     paths: tuple[str, ...]
     complete: bool = True
+    inodes: frozenset[Inode] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,6 @@ def inspect_processes() -> Iterator[ProcessView]:
             continue
         complete = True
         cmdline: tuple[str, ...] = ()
-        cwd: str | None = None
-        paths: list[str] = []
         try:
             cmdline = tuple(process.cmdline())
         except psutil.NoSuchProcess:
@@ -59,21 +68,94 @@ def inspect_processes() -> Iterator[ProcessView]:
         except psutil.Error:
             complete = False
         try:
-            cwd = process.cwd()
-            paths.extend(item.path for item in process.open_files())
-            paths.extend(mapped_files(process))
+            held = held_files(process)
         except psutil.NoSuchProcess:
             continue
         except psutil.Error:
             complete = False
+            held = Held(None, [], frozenset())
         yield ProcessView(
             pid=process.pid,
             name=str(process.info.get("name") or ""),
             cmdline=cmdline,
-            cwd=cwd,
-            paths=tuple(paths),
+            cwd=held.cwd,
+            paths=tuple(held.paths),
             complete=complete,
+            inodes=held.inodes,
         )
+
+
+@dataclass(frozen=True)
+class Held:
+    """What one process holds: its cwd, the paths of its open and mapped files, their inodes."""
+
+    cwd: str | None
+    paths: list[str]
+    inodes: frozenset[Inode]
+
+
+def held_files(process: psutil.Process) -> Held:
+    """Return what ``process`` holds, read from ``/proc/<pid>`` (psutil where there is none).
+
+    Open files are the targets of ``fd/*`` (a stat through the link gives the
+    file's device and inode whatever namespace opened it), mapped files come
+    from ``maps`` (its device and inode columns), and the working directory
+    from ``cwd``. Raise psutil.NoSuchProcess or psutil.AccessDenied as psutil
+    would.
+    """
+    proc = f"/proc/{process.pid}"
+    if not os.path.isdir("/proc/self"):
+        opened = [item.path for item in process.open_files()]
+        return Held(process.cwd(), opened + mapped_files(process), frozenset())
+    inodes: set[Inode] = set()
+    paths: list[str] = []
+    try:
+        cwd = os.readlink(f"{proc}/cwd")
+        info = os.stat(f"{proc}/cwd")
+        inodes.add((info.st_dev, info.st_ino))
+        descriptors = os.listdir(f"{proc}/fd")
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(process.pid) from None
+    except OSError:  # EACCES: another user's, without CAP_SYS_PTRACE
+        raise psutil.AccessDenied(process.pid) from None
+    for descriptor in descriptors:
+        link = f"{proc}/fd/{descriptor}"
+        try:
+            target = os.readlink(link)
+            info = os.stat(link)
+        except OSError:
+            continue  # closed meanwhile, or a descriptor of nothing stat-able
+        if target.startswith("/"):
+            paths.append(target)
+        if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
+            inodes.add((info.st_dev, info.st_ino))
+    mapped, mapped_inodes = _maps(process)
+    paths.extend(mapped)
+    inodes |= mapped_inodes
+    return Held(cwd, paths, frozenset(inodes))
+
+
+def _maps(process: psutil.Process) -> tuple[list[str], set[Inode]]:
+    """Return the files a process maps: paths, and ``(device, inode)`` from ``maps``."""
+    try:
+        with open(f"/proc/{process.pid}/maps", "rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(process.pid) from None
+    except OSError:  # EACCES, EIO...: this process cannot be inspected, never fatal
+        raise psutil.AccessDenied(process.pid) from None
+    paths: dict[str, None] = {}
+    inodes: set[Inode] = set()
+    for line in data.splitlines():
+        fields = line.split(maxsplit=5)  # address perms offset device inode [path]
+        if len(fields) == 6 and fields[5].startswith(b"/"):
+            paths[os.fsdecode(fields[5])] = None
+            major, _, minor = fields[3].partition(b":")
+            try:
+                inodes.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+            except ValueError:
+                continue
+    return list(paths), inodes
 
 
 def mapped_files(process: psutil.Process) -> list[str]:
@@ -141,6 +223,7 @@ class ProcessTable:
     by_token: Mapping[str, str]
     processes: int
     uninspectable: int
+    by_inode: Mapping[Inode, str] = field(default_factory=dict)
 
 
 def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
@@ -148,6 +231,7 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
     root_text = str(root).rstrip("/") + "/"
     by_version: dict[str, str] = {}
     by_token: dict[str, str] = {}
+    by_inode: dict[Inode, str] = {}
     resolved: dict[str, str] = {}
     seen = uninspectable = 0
     for view in views:
@@ -155,6 +239,8 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
         if not view.complete:
             uninspectable += 1
         who = f"pid {view.pid} ({view.name})"
+        for inode in view.inodes:
+            by_inode.setdefault(inode, f"{who} holds a file of it open, mapped or as its cwd")
         for path in view.paths:
             key = _relative_version(path.removesuffix(" (deleted)"), root_text)
             if key is not None:
@@ -176,16 +262,35 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
                 if key is not None:
                     by_version.setdefault(key, why)
                 by_token.setdefault(token, why)
-    return ProcessTable(by_version, by_token, seen, uninspectable)
+    return ProcessTable(by_version, by_token, seen, uninspectable, by_inode)
 
 
-def holders_in(table: ProcessTable, records: Iterable[VersionRecord]) -> InUseScan:
-    """Return which of ``records`` the indexed process table holds."""
+def holders_in(
+    table: ProcessTable,
+    records: Iterable[VersionRecord],
+    inodes: Mapping[Path, set[Inode]] | None = None,
+) -> InUseScan:
+    """Return which of ``records`` the indexed process table holds.
+
+    ``inodes`` gives, for versions walked just now, the ``(device, inode)`` of
+    everything in them: a process holding any of those files holds the
+    version, whatever path it used (the re-check before a removal walks its
+    version anyway). Otherwise paths and tags are compared.
+    """
     holders: dict[Path, str] = {}
     for record in records:
         why = table.by_version.get(f"{record.kind}/{record.name}/{record.version}")
         if why is None:
             why = table.by_token.get(record.tag)
+        if why is None and inodes is not None and table.by_inode:
+            why = next(
+                (
+                    table.by_inode[inode]
+                    for inode in inodes.get(record.path, ())
+                    if inode in table.by_inode
+                ),
+                None,
+            )
         if why is not None:
             holders[record.path] = why
     return InUseScan(holders=holders, processes=table.processes, uninspectable=table.uninspectable)

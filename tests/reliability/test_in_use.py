@@ -146,3 +146,83 @@ def test_a_version_in_use_stays_while_its_holder_runs_and_goes_when_it_exits(
     assert [e["version"] for e in after_exit.named("version_removed")] == ["v1"]
     assert not held.exists()
     assert sorted(os.listdir(store / "models" / NAME)) == ["latest", "v3"]
+
+
+@pytest.mark.tmpfs
+@pytest.mark.parametrize("how", ["a-file-open", "a-file-mapped", "the-working-directory"])
+@pytest.mark.parametrize("reached", ["a-bind-mount-of-the-store", "a-container-mount-namespace"])
+def test_a_version_held_through_another_path_to_the_store_is_seen_by_device_and_inode(
+    tmp_path: Path, holders: list[subprocess.Popen[str]], how: str, reached: str
+) -> None:
+    store = tmp_path / "bentoml"
+    versions = [
+        make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
+        for index in (1, 2, 3)
+    ]
+    point_latest(store, NAME, "v3")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(store),
+                "protect": {"min_age": "0s", "settle": "0s"},
+                "retention": {"max_versions": 1},
+            }
+        )
+    )
+    elsewhere = tmp_path / "elsewhere"  # where the holder sees the store
+    elsewhere.mkdir()
+    held = elsewhere / "models" / NAME / "v1"
+    script = {"a-file-open": OPEN_FILE, "a-file-mapped": MAP_FILE, "the-working-directory": WAIT}
+    holder = [sys.executable, "-c", script[how]]
+    if reached == "a-bind-mount-of-the-store":
+        subprocess.run(["mount", "--bind", str(store), str(elsewhere)], check=True)
+        command = holder
+    else:  # a mount only the holder's own namespace has, as a container's
+        command = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind "{store}" "{elsewhere}" && cd "$HOLD_DIR" && exec "$@"',
+            "holder",
+            *holder,
+        ]
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=held
+            if how == "the-working-directory" and reached != "a-container-mount-namespace"
+            else tmp_path,
+            env={
+                **os.environ,
+                "HOLD": str(held / "weights.bin"),
+                "HOLD_DIR": str(held if how == "the-working-directory" else tmp_path),
+            },
+        )
+        holders.append(process)
+        assert process.stdout is not None
+        assert process.stdout.readline() == "holding\n"
+        if reached == "a-container-mount-namespace":
+            assert not (elsewhere / "models").exists()  # the mount is the holder's alone
+
+        refused = run_cli("delete", f"{NAME}:v1", "--config", str(config))
+        while_held = run_cli("prune", "--config", str(config))
+    finally:
+        for process in holders:
+            if process.poll() is None:
+                process.communicate("", timeout=30)
+        if reached == "a-bind-mount-of-the-store":
+            subprocess.run(["umount", str(elsewhere)], check=True)
+
+    assert refused.code == 4, refused.text
+    assert "in_use" in refused.stderr
+    assert while_held.code == 0, while_held.text
+    assert [e["version"] for e in while_held.named("version_removed")] == ["v2"]
+    assert versions[0].is_dir()
+    assert (versions[0] / "weights.bin").read_bytes() == b"w" * 4096
