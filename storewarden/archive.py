@@ -461,7 +461,7 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
         destination = pruner.root / held.kind / held.name / held.version
         _refuse_existing(destination)
         _refuse_without_models(held, pruner)
-        staging = pruner.temporary / f"restore-{uuid.uuid4().hex}"
+        staging = pruner.temporary_for(pruner.root / held.kind) / f"restore-{uuid.uuid4().hex}"
         os.mkdir(staging, 0o700)
         try:
             _extract(tar, staging)

@@ -40,6 +40,7 @@ from storewarden.engine import (
     RefusedError,
     UnknownTagError,
 )
+from storewarden.layout import LayoutError
 from storewarden.pins import Pin, PinBoard, PinsError, check_tag, current_user
 from storewarden.prune import StoreBusyError, UnsafeStateDirError
 from storewarden.store import Kind, Snapshot
@@ -113,6 +114,7 @@ def handle_errors(function: F) -> F:
             UnsafeArchiveDirError,
             AmbiguousTagError,
             PreflightError,
+            LayoutError,
         ) as error:
             fail(str(error), EXIT_CONFIG)
         except (PinsError, RestoreError) as error:
@@ -165,7 +167,7 @@ def check(config_path: Path | None, store: Path | None) -> None:
     try:
         engine = Engine(config, read_only=True)
         warnings = engine.preflight(create=False, warn=True)
-    except (UnsafeStateDirError, UnsafeArchiveDirError, PreflightError) as error:
+    except (UnsafeStateDirError, UnsafeArchiveDirError, PreflightError, LayoutError) as error:
         fail(str(error), EXIT_CONFIG)
     click.echo(f"config ok ({config_path or 'embedded defaults'})")
     for warning in warnings:

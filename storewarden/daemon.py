@@ -31,6 +31,7 @@ from storewarden.archive import UnsafeArchiveDirError
 from storewarden.config import Config, ConfigError, human_bytes, load_config
 from storewarden.engine import CycleResult, Engine, PreflightError
 from storewarden.index import Change, Index
+from storewarden.layout import LayoutError
 from storewarden.logs import get_logger
 from storewarden.metrics import Metrics
 from storewarden.notify import SystemdNotifier
@@ -283,7 +284,13 @@ class Daemon:
         except ConfigError as error:
             self._reject(error.problems)
             return False
-        except (UnsafeStateDirError, UnsafeArchiveDirError, PreflightError, OSError) as error:
+        except (
+            UnsafeStateDirError,
+            UnsafeArchiveDirError,
+            PreflightError,
+            LayoutError,
+            OSError,
+        ) as error:
             self._reject([str(error)])
             return False
         self.config = config

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Protocol
 
 from storewarden import inuse, policy, usage
+from storewarden import usage as usage_module
 from storewarden.archive import Archiver, ensure_archive_dir
 from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
 from storewarden.execute import Attempt, Executor, Run, Step
+from storewarden.layout import spans
 from storewarden.logs import get_logger
 from storewarden.pins import pin_reader
 from storewarden.policy import Mode, Plan, Removal
@@ -266,6 +268,13 @@ class Engine:
         if not self.root.is_dir():
             return warnings
         self.pruner.prepare(create=create)
+        for place in self.pruner.places[1:]:
+            kinds = ", ".join(f"{kind}/" for kind in place.kinds)
+            warnings.append(
+                f"{kinds} is a mount of its own: it is measured on its own, and its versions"
+                " are removed in place (descriptor last) since nothing can be renamed out of"
+                " a mount; a version latest names there goes only as its name's last"
+            )
         return warnings + (self._unmatched_rules() if warn else [])
 
     def _unmatched_rules(self) -> list[str]:
@@ -352,8 +361,15 @@ class Engine:
             )
 
     def usage(self, store_bytes: int) -> Usage:
-        """Return the usage of the store's filesystem with ``store_bytes`` as the store's size."""
-        return self.measure(self.root, store_bytes)
+        """Return the usage of the store's filesystems with ``store_bytes`` as the store's size.
+
+        A store whose ``models/`` or ``bentos/`` is a filesystem of its own is
+        measured on each (see :class:`storewarden.usage.Usage`).
+        """
+        layout = spans(self.root, self.config.kinds)
+        if len(layout) < 2:
+            return self.measure(self.root, store_bytes)
+        return usage_module.measure(self.root, store_bytes, layout)
 
     def scan_in_use(
         self,
@@ -469,8 +485,15 @@ class Engine:
     def latest_can_move(self, record: VersionRecord) -> bool:
         """Return whether ``latest``, naming ``record``, has a settled version to move to.
 
-        When the name has no other version, the pointer goes with it.
+        When the name has no other version, the pointer goes with it. On a
+        kind directory that is a mount of its own, the pointer cannot be
+        rewritten atomically, so it can only go with the name's last version.
         """
+        try:
+            if self.pruner.in_place(record.path):
+                return not self.pruner.others_remain(record.kind, record.name, record.version)
+        except OSError:
+            return False
         if self.pruner.newest_settled(record.kind, record.name, excluding=record.version):
             return True
         return not self.pruner.others_remain(record.kind, record.name, record.version)

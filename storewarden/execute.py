@@ -188,8 +188,12 @@ class Executor:
         changed_quarantine = False
         for removal in queue:  # grows while iterating: a removal deferred for ENOSPC goes last
             pressure = id(removal) not in mandatory
-            if pressure and run.target is not None and run.target.holds(run.usage):
-                continue
+            if (
+                pressure
+                and run.target is not None
+                and not run.target.helps(run.usage, removal.version.kind)
+            ):
+                continue  # the target holds (on this version's filesystem, at least)
             if should_stop():
                 break
             if run.dry_run:
@@ -252,8 +256,8 @@ class Executor:
                 error=str(error),
             )
             return Attempt(removal, Step.FAILED, record, error=f"archive failed: {error}")
-        except NoSettledLatestError as error:  # a save began since the last look
-            return self._skipped(run, removal, record, [policy.NO_SETTLED_LATEST], str(error))
+        except NoSettledLatestError as error:  # latest cannot move now: the version waits
+            return self._skipped(run, removal, record, [error.reason], str(error))
         except OSError as error:
             if retry_enospc and error.errno == errno.ENOSPC:
                 return Attempt(removal, Step.DEFERRED, record)

@@ -46,6 +46,9 @@ REFERENCES_UNKNOWN = "references_unknown"
 # The version latest names, with no other complete and settled version for latest to
 # move to (only versions still being written): it waits for one.
 NO_SETTLED_LATEST = "no_settled_latest"
+# The same, on a kind directory that is a mount of its own: latest cannot be rewritten
+# atomically there, so the version it names goes only as its name's last.
+LATEST_ON_OWN_MOUNT = "latest_on_own_mount"
 
 # A bento.yaml that changed this recently may be mid-copy: even one that parses
 # may be cut short, so what it lists is not yet all it needs.
@@ -220,8 +223,20 @@ class Target:
     max_store_size: int | None
 
     def holds(self, usage: Usage) -> bool:
-        """Return whether ``usage`` meets the target."""
+        """Return whether ``usage`` meets the target (on every filesystem of the store)."""
         return bytes_needed(usage, self) == 0
+
+    def helps(self, usage: Usage, kind: str) -> bool:
+        """Return whether removing a version of ``kind`` brings ``usage`` closer to the target.
+
+        On a store that spans several filesystems, a version helps only the
+        one it is on, and the store-size target.
+        """
+        if self.max_store_size is not None and usage.store_bytes > self.max_store_size:
+            return True
+        return any(
+            _filesystem_need(part, self) > 0 for part in usage.filesystems() if kind in part.kinds
+        )
 
     def as_dict(self) -> dict[str, float | int | None]:
         """Return the target as plain data."""
@@ -260,25 +275,36 @@ class Plan:
 
 
 def triggers_holding(usage: Usage, config: Config) -> tuple[str, ...]:
-    """Return the names of the triggers that hold for ``usage``."""
+    """Return the names of the triggers that hold for ``usage`` (on any of its filesystems)."""
     trigger = config.trigger
     held = []
-    if usage.used_percent >= trigger.high_percent:
+    filesystems = usage.filesystems()
+    if any(part.used_percent >= trigger.high_percent for part in filesystems):
         held.append("high_percent")
-    if trigger.min_free is not None and usage.free < trigger.min_free:
+    if trigger.min_free is not None and any(part.free < trigger.min_free for part in filesystems):
         held.append("min_free")
     if trigger.max_store_size is not None and usage.store_bytes > trigger.max_store_size:
         held.append("max_store_size")
     return tuple(held)
 
 
-def bytes_needed(usage: Usage, target: Target) -> int:
-    """Return how many bytes must be freed before ``usage`` meets ``target``."""
+def _filesystem_need(usage: Usage, target: Target) -> int:
+    """Return the bytes one filesystem must free for its low_percent and min_free."""
     capacity = usage.used + usage.free
     allowed_used = int(capacity * target.low_percent / 100.0)
     needed = max(0, usage.used - allowed_used)
     if target.min_free is not None:
         needed = max(needed, target.min_free - usage.free)
+    return needed
+
+
+def bytes_needed(usage: Usage, target: Target) -> int:
+    """Return how many bytes must be freed before ``usage`` meets ``target``.
+
+    On a store spanning several filesystems: the most any one of them (or
+    the store-size target) still needs.
+    """
+    needed = max(_filesystem_need(part, target) for part in usage.filesystems())
     if target.max_store_size is not None:
         needed = max(needed, usage.store_bytes - target.max_store_size)
     return needed
@@ -515,6 +541,15 @@ class _Queue:
         return record, reason, freed
 
 
+def _could_help(usage: Usage, target: Target, kind: str) -> bool:
+    """Return whether a version of ``kind`` may be worth removing at all under ``usage``.
+
+    A version on a filesystem that is under no pressure frees nothing that
+    counts (unless the store-size target does): it is not even in reserve.
+    """
+    return target.helps(usage, kind)
+
+
 def _take_mandatory(queue: _Queue, sorting: _Sorting) -> list[Removal]:
     """Return the retention and abandoned removals, oldest first, bentos before their models.
 
@@ -572,11 +607,12 @@ def plan(
     mandatory = _take_mandatory(queue, sorting)
     target = target_of(config)
     triggers = triggers_holding(usage, config)
-    projected = usage.after_freeing(sum(removal.bytes for removal in mandatory))
+    projected = usage
+    for removal in mandatory:
+        projected = projected.after_freeing(removal.bytes, removal.version.kind)
     pressure: list[Removal] = []
     reserve: list[Removal] = []
     if triggers:
-        needed = bytes_needed(projected, target)
         for record in sorting.candidates:
             queue.push(record, None)
         while queue:
@@ -586,11 +622,10 @@ def plan(
                 # its own would only have applied had its bentos gone without pressure.
                 queue.push(conditional.version, None)
             removal = Removal(record, triggers[0])
-            if needed > 0:
+            if target.helps(projected, record.kind):
                 pressure.append(removal)
-                needed -= record.bytes
-                projected = projected.after_freeing(record.bytes)
-            else:
+                projected = projected.after_freeing(record.bytes, record.kind)
+            elif _could_help(usage, target, record.kind):
                 reserve.append(removal)
     for conditional in sorting.conditional.values():
         sorting.kept.append(

@@ -32,8 +32,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storewarden import durable
+from storewarden.layout import Place, find_places
 from storewarden.logs import get_logger
 from storewarden.store import (
+    DESCRIPTORS,
     POINTER,
     FileSystem,
     Kind,
@@ -62,10 +64,11 @@ _OWN_ENTRIES = frozenset({"lock", "trash", "tmp", "pins.json", "pins.lock", "cen
 _OWN_TEMPORARY = re.compile(r"^\.(pins\.json|census-cache\.json)\.[0-9a-f]+$")
 
 
-def check_state_dir(root: Path, state_dir: Path) -> None:
+def check_state_dir(root: Path, state_dir: Path, device: int | None = None) -> None:
     """Raise UnsafeStateDirError unless ``state_dir`` can be the warden's own directory.
 
-    Nothing is written. See :meth:`Pruner.prepare` for the rules.
+    It must be (or be made) on the filesystem ``device`` (default: the
+    store root's). Nothing is written. See :meth:`Pruner.prepare` for the rules.
     """
     real_root = Path(os.path.realpath(root))
     real_state = Path(os.path.realpath(state_dir))
@@ -83,7 +86,7 @@ def check_state_dir(root: Path, state_dir: Path) -> None:
     existing = real_state
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent  # where it would be created
-    if os.stat(existing).st_dev != os.stat(real_root).st_dev:
+    if os.stat(existing).st_dev != (os.stat(real_root).st_dev if device is None else device):
         raise UnsafeStateDirError(
             f"state_dir {state_dir} is on another filesystem than the store {root};"
             " the trash must be reachable by rename"
@@ -129,6 +132,14 @@ def mark_state_dir(state_dir: Path) -> None:
 
 class NoSettledLatestError(Exception):
     """``latest`` names the version, and no other is complete and settled to take its place."""
+
+    reason = "no_settled_latest"
+
+
+class OwnMountLatestError(NoSettledLatestError):
+    """``latest`` names a version on a kind directory that is a mount of its own."""
+
+    reason = "latest_on_own_mount"
 
 
 class Operations:
@@ -181,24 +192,26 @@ class Operations:
         self.step("chmod", path)
         os.chmod(path, mode, follow_symlinks=False)
 
-    def remove_tree(self, path: Path) -> int:
+    def remove_tree(self, path: Path, *, last: str | None = None) -> int:
         """Remove a directory tree bottom-up, never following symlinks; return bytes freed.
 
         A directory inside that its owner may not write or search (a copied
         read-only package, a 0500 assets directory) would stop the removal
         half-way as any user but root: such directories owned by this user get
-        ``u+rwx`` and the removal goes on. Raise OSError if the tree still
-        cannot be removed (another user's read-only directory).
+        ``u+rwx`` and the removal goes on. ``last`` names a file at the top
+        that goes after everything else (a version's descriptor, when it is
+        removed in place). Raise OSError if the tree still cannot be removed
+        (another user's read-only directory).
         """
         freed = [0]
         try:
-            return self._remove_tree(path, freed)
+            return self._remove_tree(path, freed, last)
         except OSError as error:
             if error.errno not in (errno.EACCES, errno.EPERM, errno.ENOTEMPTY):
                 raise
             if not self._open_up(path):
                 raise
-            return self._remove_tree(path, freed)
+            return self._remove_tree(path, freed, last)
 
     def _open_up(self, path: Path) -> bool:
         """Give this user rwx on each of its directories below ``path``; return if any changed."""
@@ -225,7 +238,7 @@ class Operations:
                 )
         return changed
 
-    def _remove_tree(self, path: Path, freed: list[int]) -> int:
+    def _remove_tree(self, path: Path, freed: list[int], last: str | None = None) -> int:
         """Remove ``path`` bottom-up, adding each step's bytes to ``freed[0]``; return the sum."""
         try:
             top = os.lstat(path)
@@ -237,12 +250,10 @@ class Operations:
             return freed[0]
 
         for base, subdirectories, files in _walk_bottom_up(path):
+            kept_for_last = last if base == path and last in files else None
             for file_name in files:
-                target = base / file_name
-                with contextlib.suppress(FileNotFoundError):
-                    info = os.lstat(target)
-                    self.unlink(target)
-                    freed[0] += info.st_blocks * 512 if info.st_nlink == 1 else 0
+                if file_name != kept_for_last:
+                    self._unlink_counted(base / file_name, freed)
             for subdirectory in subdirectories:
                 target = base / subdirectory
                 with contextlib.suppress(FileNotFoundError):
@@ -252,9 +263,17 @@ class Operations:
                     else:
                         self.rmdir(target)
                     freed[0] += info.st_blocks * 512
+            if kept_for_last is not None:
+                self._unlink_counted(base / kept_for_last, freed)
         self.rmdir(path)
         freed[0] += top.st_blocks * 512
         return freed[0]
+
+    def _unlink_counted(self, target: Path, freed: list[int]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            info = os.lstat(target)
+            self.unlink(target)
+            freed[0] += info.st_blocks * 512 if info.st_nlink == 1 else 0
 
 
 def _walk_bottom_up(top: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
@@ -376,7 +395,7 @@ class Intent:
         if len(fields) != _INTENT_FIELDS:
             return None
         intent_id, kind, name, version, reason, size, created, pointer = fields
-        if kind not in ("models", "bentos") or pointer not in ("-", "f", "s"):
+        if kind not in ("models", "bentos") or pointer not in ("-", "f", "s", "i"):
             return None
         if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
             return None
@@ -449,6 +468,9 @@ class Pruner:
         self.clock = clock
         self.trash = state_dir / "trash"
         self.temporary = state_dir / "tmp"
+        # One per filesystem the store spans (the store root's first): prepare() finds them.
+        self.places: list[Place] = [Place(0, (), state_dir, state_dir / "trash")]
+        self._by_device: dict[int, Place] = {}
         self.log = get_logger()
         self._sequence = 0
 
@@ -471,6 +493,8 @@ class Pruner:
         if not self.root.is_dir():
             raise FileNotFoundError(f"store {self.root} does not exist or is not a directory")
         check_state_dir(self.root, self.state_dir)
+        self.places = find_places(self.root, self.state_dir, self.kinds)
+        self._by_device = {place.device: place for place in self.places}
         if not create:
             return
         fresh = not os.path.lexists(self.state_dir)
@@ -484,6 +508,38 @@ class Pruner:
                 f"state_dir {self.state_dir} is on another filesystem than the store "
                 f"{self.root}; the trash must be reachable by rename"
             )
+
+    def temporary_for(self, path: Path) -> Path:
+        """Return the warden's tmp directory for a rename to ``path``; raise OSError(EXDEV).
+
+        Where ``path`` is on a kind directory that is a mount of its own, no
+        such directory exists (nothing may be written aside there).
+        """
+        while not os.path.lexists(path) and path != path.parent:
+            path = path.parent
+        if self._place_of(path).trash is None:
+            raise OSError(
+                errno.EXDEV,
+                "a mount of its own: nothing can be renamed into place here atomically",
+                str(path),
+            )
+        return self.temporary
+
+    def _place_of(self, path: Path) -> Place:
+        """Return the mount ``path`` is on; raise OSError(EXDEV) for one the store does not span."""
+        device = os.lstat(path).st_dev
+        place = self._by_device.get(device)
+        if place is None:
+            if not self._by_device:  # prepare() not called: the single-filesystem default
+                return self.places[0]
+            raise OSError(
+                errno.EXDEV, "on a filesystem the store does not span; left alone", str(path)
+            )
+        return place
+
+    def in_place(self, path: Path) -> bool:
+        """Return whether a version at ``path`` is removed in place (its kind is its own mount)."""
+        return self._place_of(path).trash is None
 
     # -- pointers ---------------------------------------------------------------
 
@@ -565,7 +621,7 @@ class Pruner:
         appears in the name directory; a failure leaves the old pointer whole.
         """
         name_dir = self.root / kind / name
-        temporary = self.temporary / f"latest-{uuid.uuid4().hex}"
+        temporary = self.temporary_for(name_dir) / f"latest-{uuid.uuid4().hex}"
         try:
             if form == "symlink":
                 self.operations.symlink(target, temporary)
@@ -601,16 +657,16 @@ class Pruner:
 
     # -- removal ------------------------------------------------------------------
 
-    def _write_intent(self, intent: Intent, *, durable: bool) -> Path:
+    def _write_intent(self, intent: Intent, trash: Path, *, durable: bool) -> Path:
         """Record the intent as an empty file whose name holds it: no data block needed.
 
         A full filesystem has no block for a record's contents, but a name
         in the trash directory's existing block costs nothing.
         """
-        path = self.trash / intent.file_name()
+        path = trash / intent.file_name()
         self.operations.write_file(path, b"", mode=0o600)
         if durable:
-            self.operations.fsync_dir(self.trash)
+            self.operations.fsync_dir(trash)
         return path
 
     def remove(
@@ -634,6 +690,8 @@ class Pruner:
         kind, name = record.kind, record.name
         self._sequence += 1
         intent_id = f"{run_id}-{self._sequence}"
+        if self.in_place(record.path):
+            return self._remove_in_place(record, reason, intent_id, announce)
         form, current = self.read_pointer(kind, name)
         pointer_new: str | None = None
         moves_pointer = current == record.version
@@ -660,8 +718,9 @@ class Pruner:
         )
         # Only a moved pointer needs its intent on disk before it moves: without one,
         # a power loss can at worst leave the version in place, which is valid.
-        intent_path = self._write_intent(intent, durable=moves_pointer)
-        trash_entry = self.trash / intent_id
+        trash = self.trash
+        intent_path = self._write_intent(intent, trash, durable=moves_pointer)
+        trash_entry = trash / intent_id
         try:
             if moves_pointer:
                 self._move_pointer_off(record, form, pointer_new)
@@ -675,11 +734,60 @@ class Pruner:
         # Both directories, before anything is logged: after a power loss the version
         # must not come back once version_removed says it went.
         self.operations.fsync_dir(record.path.parent)
-        self.operations.fsync_dir(self.trash)
+        self.operations.fsync_dir(trash)
         if moves_pointer and pointer_new is None:
             self.remove_name_if_empty(kind, name)
         freed = self._empty_trash_entry(trash_entry) or 0
         outcome = RemovalOutcome(record, freed, current if moves_pointer else None, pointer_new)
+        if announce is not None:
+            announce(outcome)
+        self.operations.unlink(intent_path)
+        return outcome
+
+    def _remove_in_place(
+        self,
+        record: VersionRecord,
+        reason: str,
+        intent_id: str,
+        announce: Callable[[RemovalOutcome], None] | None,
+    ) -> RemovalOutcome:
+        """Remove a version of a kind that is a mount of its own, where it stands.
+
+        No trash can be on that mount, so the version cannot leave the store
+        in one rename. Its intent (in the store root's trash) lets a restart
+        finish the job; the files go deepest first and its descriptor last, so
+        ``bentoml models list`` keeps working throughout (a directory without
+        a descriptor would break it for the whole store). ``latest`` cannot be
+        rewritten atomically there either, so a version it names goes only
+        when it is its name's last (the pointer then goes too). Raise
+        OwnMountLatestError otherwise.
+        """
+        kind, name = record.kind, record.name
+        _form, current = self.read_pointer(kind, name)
+        moves_pointer = current == record.version
+        if moves_pointer and self.others_remain(kind, name, record.version):
+            raise OwnMountLatestError(
+                f"{kind}/{record.tag} is what latest names, and {kind}/ is a mount of its own:"
+                " latest cannot be rewritten atomically there"
+            )
+        intent = Intent(
+            intent_id=intent_id,
+            kind=kind,
+            name=name,
+            version=record.version,
+            reason=reason,
+            bytes=record.bytes,
+            created=int(record.creation_time.timestamp()),
+            pointer="i",
+        )
+        intent_path = self._write_intent(intent, self.trash, durable=True)
+        if moves_pointer:
+            self._move_pointer_off(record, None, None)
+        freed = self.operations.remove_tree(record.path, last=DESCRIPTORS[kind])
+        self.operations.fsync_dir(record.path.parent)
+        if moves_pointer:
+            self.remove_name_if_empty(kind, name)
+        outcome = RemovalOutcome(record, freed, current if moves_pointer else None, None)
         if announce is not None:
             announce(outcome)
         self.operations.unlink(intent_path)
@@ -736,31 +844,31 @@ class Pruner:
         otherwise the removal is completed and logged (``recovered=True``).
         """
         self.prepare()
-        leftovers = self._listing(self.temporary)
-        cleaned = 0
-        for leftover in leftovers:
+        leftovers = cleaned = 0
+        for leftover in self._listing(self.temporary):
             cleaned += self.operations.remove_tree(self.temporary / leftover)
+            leftovers += 1
         if leftovers:
-            self.log.info("tmp_emptied", entries=len(leftovers), bytes=cleaned)
+            self.log.info("tmp_emptied", entries=leftovers, bytes=cleaned)
         rolled_back = completed = 0
         percent = measure_percent()
-        for entry in self._listing(self.trash):
-            intent = Intent.parse(entry)
-            if intent is None:
-                continue
-            trash_entry = self.trash / intent.intent_id
-            if self._finish_intent(intent, percent):
-                completed += 1
-            else:
-                rolled_back += 1
-            self._empty_trash_entry(trash_entry)
-            self.operations.unlink(self.trash / entry)
         entries = trash_bytes = 0
-        for leftover in self._listing(self.trash):
-            freed = self._empty_trash_entry(self.trash / leftover)
-            if freed is not None:
-                trash_bytes += freed
-                entries += 1
+        for trash in (self.trash,):
+            for entry in self._listing(trash):
+                intent = Intent.parse(entry)
+                if intent is None:
+                    continue
+                if self._finish_intent(intent, percent):
+                    completed += 1
+                else:
+                    rolled_back += 1
+                self._empty_trash_entry(trash / intent.intent_id)
+                self.operations.unlink(trash / entry)
+            for leftover in self._listing(trash):
+                freed = self._empty_trash_entry(trash / leftover)
+                if freed is not None:
+                    trash_bytes += freed
+                    entries += 1
         if entries:
             self.log.info("trash_emptied", entries=entries, bytes=trash_bytes)
         snapshot = take_census() if take_census else census(self.root, self.kinds, self.filesystem)
@@ -800,9 +908,14 @@ class Pruner:
         a newer one meanwhile). A version gone is logged as removed.
         """
         kind, name, version = intent.kind, intent.name, intent.version
-        moved = intent.pointer != "-"
+        path = self.root / kind / name / version
+        if intent.pointer == "i" and os.path.lexists(path):
+            # Removed in place, interrupted: files may be gone already, so it is finished.
+            self.operations.remove_tree(path, last=DESCRIPTORS[kind])
+            self.operations.fsync_dir(path.parent)
+        moved = intent.pointer not in ("-", "i")
         form = "symlink" if intent.pointer == "s" else "file"
-        if os.path.lexists(self.root / kind / name / version):
+        if os.path.lexists(path):
             if moved:
                 current_form, current = self.read_pointer(kind, name)
                 newest = self.rollback_target(kind, name, current)

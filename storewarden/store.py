@@ -615,9 +615,9 @@ class _Census:
             self.problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
             return
         for name_entry in _entries(kind_dir, self.filesystem) or ():
-            self.name(kind, name_entry)
+            self.name(kind, name_entry, kind_info.st_dev)
 
-    def name(self, kind: Kind, name_entry: os.DirEntry[str]) -> None:
+    def name(self, kind: Kind, name_entry: os.DirEntry[str], device: int) -> None:
         """Read one name directory: its versions, its pointer and what is wrong in it."""
         name_path = Path(name_entry.path)
         if not is_valid_tag_part(name_entry.name):
@@ -625,6 +625,15 @@ class _Census:
             return
         if name_entry.is_symlink() or not name_entry.is_dir(follow_symlinks=False):
             self.problems.append(Problem(name_path, "not a directory; not scanned"))
+            return
+        try:
+            mounted = name_entry.stat(follow_symlinks=False).st_dev != device
+        except OSError:
+            return
+        if mounted:
+            self.problems.append(
+                Problem(name_path, "another filesystem is mounted here; left alone")
+            )
             return
         try:
             entries = _entries(name_path, self.filesystem)

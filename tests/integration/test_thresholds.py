@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from storewarden.config import build_config
 from storewarden.engine import Engine
+from storewarden.prune import Operations
 from storewarden.store import census
 from tests.conftest import Audit
 from tests.storebuilder import NOW, make_version, point_latest
@@ -178,10 +180,13 @@ def mount(tmpfs: Callable[[str], Path]) -> Path:
 def test_high_percent_prunes_oldest_first_down_to_low_percent(mount: Path, audit: Audit) -> None:
     root = mount / "bentoml"
     made = fill(root, per_name=9, bentos=3)
+    engine = engine_for(root, trigger={"high_percent": 90, "low_percent": 60})
+    engine.pruner.prepare()
+    engine.census()  # the warden's own state (its census cache) takes its blocks first
     before = disk(mount)
     assert before.used_percent >= 90  # 30 versions of 2 MiB on 64 MiB
 
-    result = engine_for(root, trigger={"high_percent": 90, "low_percent": 60}).cycle()
+    result = engine.cycle()
 
     after = disk(mount)
     removed = audit.named("version_removed")
@@ -363,3 +368,100 @@ def test_a_completely_full_filesystem_can_still_be_pruned(mount: Path, audit: Au
     # policy allows is gone, and what is left is protected.
     assert result.target_reached or not engine.make_plan().plan.removals
     assert disk(mount).free >= sum(outcome.bytes_freed for outcome in result.removed) - 4096
+
+
+# -- models/ on a filesystem of its own (issue 14, case 9) ------------------------------------
+
+
+@pytest.fixture(params=["a-directory-of-another-disk", "a-whole-disk"])
+def split_store(
+    request: pytest.FixtureRequest, tmpfs: Callable[[str], Path]
+) -> Iterator[tuple[Path, Path]]:
+    """A store on one tmpfs whose models/ is another filesystem, mounted there.
+
+    Either a directory of a second tmpfs bind-mounted at models/, or a whole
+    tmpfs mounted at models/. Return the store root and the second one's
+    mount point (what to measure it by).
+    """
+    root = tmpfs(TMPFS_SIZE) / "bentoml"
+    (root / "models").mkdir(parents=True)
+    (root / "bentos").mkdir()
+    models = root / "models"
+    if request.param == "a-directory-of-another-disk":
+        disk_b = tmpfs(TMPFS_SIZE)
+        (disk_b / "models-data").mkdir()
+        subprocess.run(["mount", "--bind", str(disk_b / "models-data"), str(models)], check=True)
+    else:
+        disk_b = models
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(models)], check=True
+        )
+    yield root, disk_b
+    subprocess.run(["umount", "-l", str(models)], check=True)
+
+
+def test_a_models_filesystem_of_its_own_is_measured_and_pruned_on_its_own(
+    split_store: tuple[Path, Path], audit: Audit
+) -> None:
+    root, disk_b = split_store
+    made = []
+    for index in range(30):  # ~60 MiB of models on the second filesystem
+        created = NOW - timedelta(days=100 - index)
+        made.append(
+            make_version(root, "iris", f"v{index:02d}", created=created, size=VERSION_BYTES)
+        )
+    point_latest(root, "iris", "v29")
+    old_bento = make_version(root, "svc", "b0", kind="bentos", created=NOW - timedelta(days=300))
+    point_latest(root, "svc", "b0", kind="bentos")
+    assert disk(disk_b).used_percent > 90
+    assert disk(root).used_percent < 10  # the store root's filesystem is nearly empty
+
+    engine = engine_for(root, trigger={"high_percent": 90, "low_percent": 60})
+    result = engine.cycle()
+
+    assert disk(disk_b).used_percent <= 60
+    assert result.target_reached, result.failed
+    assert result.plan.triggers == ("high_percent",)
+    removed = [event["version"] for event in audit.named("version_removed")]
+    assert removed == [path.name for path in made[: len(removed)]]  # oldest first
+    assert old_bento.is_dir()  # its filesystem is under no pressure
+    assert os.listdir(root / ".storewarden" / "trash") == []  # every intent done
+    assert sorted(os.listdir(root / "models")) == ["iris"]  # nothing of the warden's in models/
+    filesystems = audit.named("prune_started")[0]["usage"]["filesystems"]
+    assert [fs["kinds"] for fs in filesystems] == [["bentos"], ["models"]]
+
+
+def test_a_removal_in_place_interrupted_is_finished_at_restart_descriptor_last(
+    split_store: tuple[Path, Path], audit: Audit
+) -> None:
+    root, _disk_b = split_store
+    victim = make_version(root, "iris", "v1", created=NOW - timedelta(days=9))
+    (victim / "assets").mkdir()
+    (victim / "assets" / "vocab.txt").write_text("a\n")
+    make_version(root, "iris", "v2", created=NOW - timedelta(days=2))
+    point_latest(root, "iris", "v2")
+    order: list[str] = []
+
+    class Stop(BaseException):
+        """Stands for a crash."""
+
+    class Recording(Operations):
+        def step(self, name: str, path: Path) -> None:
+            if name == "unlink" and path.parent.name in ("v1", "assets"):
+                order.append(path.name)
+                if len(order) == 2:
+                    raise Stop
+
+    config = engine_for(root).config
+    with pytest.raises(Stop):
+        Engine(config, operations=Recording()).delete(["iris:v1"])
+    assert (victim / "model.yaml").is_file()  # still listed by BentoML: its descriptor goes last
+
+    engine = Engine(config)
+    with engine.lock.held():
+        engine.recover()
+
+    assert not victim.exists()
+    assert "model.yaml" not in order
+    (event,) = [e for e in audit.named("version_removed") if e.get("recovered")]
+    assert event["version"] == "v1"
