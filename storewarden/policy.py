@@ -167,6 +167,23 @@ class References:
 NO_REFERENCES = References()
 
 
+def _importing(bento: VersionRecord, snapshot: Snapshot, config: Config, now: datetime) -> bool:
+    """Return whether a bento without bento.yaml may be an import still copying its models.
+
+    ``bentoml import`` makes the bento's (empty) directory first, then copies
+    the models it carries into the store, and only then the bento itself:
+    while a model that came after the bento's directory is still being
+    written, the bento may need any model. (Bounded by ``abandoned_after``.)
+    """
+    since = bento.arrived or bento.last_change
+    return any(
+        record.kind == "models"
+        and (record.arrived or record.last_change) >= since
+        and _age(now, record.last_change) < effective(config, "models", record.name).settle
+        for record in snapshot.versions
+    )
+
+
 def references_of(snapshot: Snapshot, config: Config, now: datetime) -> References:
     """Return which bentos of the snapshot need which models, at ``now``.
 
@@ -188,9 +205,14 @@ def references_of(snapshot: Snapshot, config: Config, now: datetime) -> Referenc
     models_managed = "models" in config.kinds
     for bento in sorted(snapshot.dependents(), key=lambda record: record.path):
         quiet = _age(now, bento.last_change)
-        settling = quiet < effective(config, "bentos", bento.name).settle
+        settings = effective(config, "bentos", bento.name)
+        settling = quiet < settings.settle
         if bento.references is None or (settling and quiet < REFERENCE_QUIET_SECONDS):
-            if settling or (bento.references is None and not bento.readable):
+            if (
+                settling
+                or (bento.references is None and not bento.readable)
+                or (quiet < settings.abandoned_after and _importing(bento, snapshot, config, now))
+            ):
                 unknown.append(bento)
             continue
         if bento.path in staging and not settling:

@@ -947,3 +947,33 @@ def test_max_age_counts_from_arrival_too() -> None:
     )
 
     assert removed(plan) == []
+
+
+def test_an_empty_bento_blocks_model_removals_while_models_that_came_after_it_are_written() -> None:
+    # `bentoml import` makes the bento's directory, copies its models in, then the bento.
+    importing = replace(
+        bento("svc", "b1", None, changed=timedelta(minutes=30)), arrived=NOW - timedelta(minutes=30)
+    )
+    copied = replace(
+        record("aa", "m1", age=200 * DAY, changed=timedelta(minutes=29)),
+        arrived=NOW - timedelta(minutes=29),
+    )
+    copying = replace(
+        record("bb", "m2", age=200 * DAY, changed=timedelta(seconds=30)),
+        arrived=NOW - timedelta(minutes=1),
+    )
+    old = record("cc", "m3", age=300 * DAY)
+    store = snapshot(importing, copied, copying, old)
+    settle = {"settle": 600}
+
+    plan = policy.plan(store, usage(99), config(protect=settle), NOW)
+
+    assert plan.references.unknown == (importing,)
+    assert removed(plan) == []
+    # Once every model has been written (settled), an empty bento is a crashed import.
+    done = replace(copying, last_change=NOW - timedelta(minutes=20))
+    plan = policy.plan(
+        snapshot(importing, copied, done, old), usage(99), config(protect=settle), NOW
+    )
+    assert plan.references.unknown == ()
+    assert "cc:m3" in removed(plan)

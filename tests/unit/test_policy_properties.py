@@ -292,11 +292,21 @@ def unknown_bentos(case: Case) -> list[VersionRecord]:
         return []
     found = []
     for bento in bentos_of(case):
-        settling = seconds_between(NOW, bento.last_change) < (
-            settings_for(case.config, "bentos", bento.name).settle
+        quiet = seconds_between(NOW, bento.last_change)
+        wanted = settings_for(case.config, "bentos", bento.name)
+        # An import copies its models in after making the bento's directory.
+        since = bento.arrived or bento.last_change
+        importing = quiet < wanted.abandoned_after and any(
+            record.kind == "models"
+            and (record.arrived or record.last_change) >= since
+            and seconds_between(NOW, record.last_change)
+            < settings_for(case.config, "models", record.name).settle
+            for record in case.snapshot.versions
         )
         if not needs_are_known(case, bento) and (
-            settling or (bento.references is None and not bento.readable)
+            quiet < wanted.settle
+            or (bento.references is None and not bento.readable)
+            or importing
         ):
             found.append(bento)
     return found
