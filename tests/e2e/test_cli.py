@@ -754,3 +754,26 @@ def test_delete_takes_tags_in_any_case_as_bentoml_does(store: Path, tmp_path: Pa
 
     assert result.returncode == 0, result.stderr
     assert not (store / "models" / "iris" / "v1").exists()
+
+
+def test_check_warns_of_pins_labels_and_rules_that_match_nothing_in_the_store(
+    store: Path, tmp_path: Path
+) -> None:
+    make_version(store, "iris", "v1", labels={"stage": "dev"}, set_latest=True)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "protect:\n  pins: ['ghost:*', 'iris:*']\n  labels: {stage: prod}\n"
+        "rules:\n  - match: 'llm-*'\n    keep_last: 3\n"
+    )
+    before = store_tree(store)
+
+    result = run_cli(store, "check", "--config", str(config))
+
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: protect.pins: 'ghost:*' matches no version in the store now",
+        "warning: protect.labels: stage: 'prod' matches no version in the store now",
+        "warning: rules[0]: match 'llm-*' matches no name in the store now",
+    ]
+    assert store_tree(store) == before  # check writes nothing
