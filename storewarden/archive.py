@@ -323,43 +323,60 @@ def _tar_writer(raw: IO[bytes], archive_format: Format) -> tarfile.TarFile:
     return tarfile.open(fileobj=raw, mode="w")
 
 
-def add_tree(tar: tarfile.TarFile, source: Path, relative: str = "") -> None:
+def add_tree(tar: tarfile.TarFile, source: Path) -> None:
     """Add the contents of ``source`` to ``tar`` with names relative to it, as BentoML imports.
 
     Hard links become regular files and symlinks stay symlinks (BentoML's
     import rejects hard-link members, and symlinks leaving the version).
+    Each directory comes before its contents, in name order. No recursion: a
+    version nested thousands of directories deep is archived like any other.
     Raise ArchiveError for a symlink out of the version or a special file.
     """
-    directory = source / relative if relative else source
-    with os.scandir(directory) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
-    for entry in entries:
+    pending: list[tuple[str, Iterator[os.DirEntry[str]]]] = [("", _sorted_entries(source))]
+    while pending:
+        relative, entries = pending[-1]
+        entry = next(entries, None)
+        if entry is None:
+            pending.pop()
+            continue
         name = f"{relative}/{entry.name}" if relative else entry.name
-        info = entry.stat(follow_symlinks=False)
-        member = tarfile.TarInfo(name)
-        member.mode = stat.S_IMODE(info.st_mode)
-        member.mtime = int(info.st_mtime)
-        if stat.S_ISDIR(info.st_mode):
-            member.type = tarfile.DIRTYPE
-            tar.addfile(member)
-            add_tree(tar, source, name)
-        elif stat.S_ISREG(info.st_mode):
-            member.size = info.st_size
-            handle = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(handle, "rb") as content:
-                tar.addfile(member, content)
-        elif stat.S_ISLNK(info.st_mode):
-            target = os.readlink(entry.path)
-            if not _link_stays_inside(name, target):
-                raise ArchiveError(
-                    f"{entry.path} is a symlink to {target}, outside the version;"
-                    " BentoML's import would reject the archive"
-                )
-            member.type = tarfile.SYMTYPE
-            member.linkname = target
-            tar.addfile(member)
-        else:
-            raise ArchiveError(f"{entry.path} is not a file, directory or symlink")
+        if _add_entry(tar, entry, name):
+            pending.append((name, _sorted_entries(Path(entry.path))))
+
+
+def _sorted_entries(directory: Path) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(directory) as scan:
+        return iter(sorted(scan, key=lambda entry: entry.name))
+
+
+def _add_entry(tar: tarfile.TarFile, entry: os.DirEntry[str], name: str) -> bool:
+    """Add one entry as ``name``; return whether it is a directory whose contents follow."""
+    info = entry.stat(follow_symlinks=False)
+    member = tarfile.TarInfo(name)
+    member.mode = stat.S_IMODE(info.st_mode)
+    member.mtime = int(info.st_mtime)
+    if stat.S_ISDIR(info.st_mode):
+        member.type = tarfile.DIRTYPE
+        tar.addfile(member)
+        return True
+    if stat.S_ISREG(info.st_mode):
+        member.size = info.st_size
+        handle = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(handle, "rb") as content:
+            tar.addfile(member, content)
+    elif stat.S_ISLNK(info.st_mode):
+        target = os.readlink(entry.path)
+        if not _link_stays_inside(name, target):
+            raise ArchiveError(
+                f"{entry.path} is a symlink to {target}, outside the version;"
+                " BentoML's import would reject the archive"
+            )
+        member.type = tarfile.SYMTYPE
+        member.linkname = target
+        tar.addfile(member)
+    else:
+        raise ArchiveError(f"{entry.path} is not a file, directory or symlink")
+    return False
 
 
 def _link_stays_inside(name: str, target: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from typing import Any, TextIO, TypeVar, cast
 import click
 from rich.console import Console
 
-from storewarden import __version__, logs, policy, terminal
+from storewarden import __version__, logs, policy, terminal, views
 from storewarden import audit as trail
 from storewarden.archive import RestoreError, UnsafeArchiveDirError, restore
 from storewarden.config import (
@@ -35,7 +36,6 @@ from storewarden.engine import (
     AmbiguousTagError,
     CycleResult,
     Engine,
-    PlanView,
     PreflightError,
     RefusedError,
     UnknownTagError,
@@ -74,6 +74,52 @@ def common_options(function: F) -> F:
         help="YAML config file (default: the embedded defaults).",
     )(function)
     return function
+
+
+def json_option(function: F) -> F:
+    """Add ``--json`` (print the command's data for machines)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(
+        function
+    )
+
+
+def wait_option(function: F) -> F:
+    """Add ``--wait`` (seconds to wait for another warden's lock)."""
+    return click.option(
+        "--wait",
+        type=float,
+        default=30.0,
+        show_default=True,
+        help="Seconds to wait for another warden's lock.",
+    )(function)
+
+
+def kind_option(help_text: str = "Only this kind.") -> Callable[[F], F]:
+    """Add ``--kind models|bentos``."""
+
+    def decorate(function: F) -> F:
+        return click.option("--kind", type=click.Choice(["models", "bentos"]), help=help_text)(
+            function
+        )
+
+    return decorate
+
+
+def quiet_when_stdout_closes(function: F) -> F:
+    """Let a closed stdout (``storewarden plan | head -1``) end the command as ``cat`` ends.
+
+    The default SIGPIPE action kills the process quietly, and the shell sees
+    the status a Unix tool gives (141). For read-only commands only: a prune
+    killed half-way through would leave work for recovery, so those keep
+    Python's default and their audit lines are dropped instead.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        return function(*args, **kwargs)
+
+    return cast(F, wrapper)
 
 
 def load(config_path: Path | None, store: Path | None) -> Config:
@@ -181,150 +227,15 @@ def check(config_path: Path | None, store: Path | None) -> None:
     click.echo(f"store {root} exists")
 
 
-def _status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
-    snapshot = view.snapshot
-    protected = {kept.version.path: list(kept.reasons) for kept in view.plan.kept}
-    referenced = {
-        kept.version.path: list(kept.referenced_by) for kept in view.plan.kept if kept.referenced_by
-    }
-    planned = {removal.version.path: removal.reason for removal in view.plan.removals}
-    names = []
-    for kind, name in snapshot.names():
-        records = snapshot.versions_of(kind, name)
-        pointer = snapshot.pointers.get((kind, name))
-        names.append(
-            {
-                "kind": kind,
-                "name": name,
-                "latest": pointer.target if pointer else None,
-                "latest_problem": pointer.problem if pointer else None,
-                "bytes": sum(record.bytes for record in records),
-                "versions": [
-                    {
-                        "version": record.version,
-                        "bytes": record.bytes,
-                        "creation_time": record.creation_time.isoformat(),
-                        "creation_time_estimated": record.creation_time_estimated,
-                        "arrived": record.arrived.isoformat() if record.arrived else None,
-                        "in_store_since": record.age_basis.isoformat(),
-                        "complete": record.complete,
-                        "labels": dict(record.labels),
-                        "protected": protected.get(record.path, []),
-                        "referenced_by": referenced.get(record.path, []),
-                        "would_remove": planned.get(record.path),
-                        "problem": record.problem,
-                    }
-                    for record in reversed(records)
-                ],
-            }
-        )
-    return {
-        "store": str(engine.root),
-        "usage": view.plan.usage.as_dict(),
-        "triggers": list(view.plan.triggers),
-        "versions": len(snapshot.versions),
-        "store_bytes": snapshot.store_bytes,
-        "names": names,
-        "problems": [
-            {"path": str(problem.path), "problem": problem.reason} for problem in snapshot.problems
-        ],
-        "processes_uninspectable": view.in_use.uninspectable,
-        "references_unknown": _unknown_data(view.plan),
-        **_pins_data(engine, view.now),
-    }
-
-
-def _unknown_data(plan: policy.Plan) -> list[dict[str, Any]]:
-    """Return the bentos whose needs are unknown (each blocks every model removal)."""
-    return [
-        {
-            "bento": bento.tag,
-            "path": str(bento.path),
-            "reason": bento.problem or "being written",
-            "until": "it settles" if bento.readable else "it can be read",
-        }
-        for bento in plan.references.unknown
-    ]
-
-
-def _pins_data(engine: Engine, now: datetime) -> dict[str, Any]:
-    try:
-        pins = PinBoard(engine.state_dir).load()
-    except PinsError as error:
-        return {"pins": [], "pins_problem": str(error)}
-    return {"pins": [pin.as_dict(now) for pin in pins], "pins_problem": None}
-
-
-def _pin_lines(pins: list[dict[str, Any]]) -> list[str]:
-    rows = [("TAG", "KIND", "WHO", "WHEN", "UNTIL", "REASON")]
-    for pin in pins:
-        until = pin["until"] or "-"
-        rows.append(
-            (
-                pin["tag"],
-                pin["kind"] or "any",
-                pin["who"],
-                pin["when"],
-                f"{until} (expired)" if pin["expired"] else until,
-                pin["reason"] or "-",
-            )
-        )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
-def _print_status(data: dict[str, Any]) -> None:
-    usage = data["usage"]
-    click.echo(
-        f"store {data['store']}: {data['versions']} versions, {human_bytes(data['store_bytes'])};"
-        f" filesystem {usage['used_percent']:.1f}% used, {human_bytes(usage['free_bytes'])} free"
-    )
-    if data["triggers"]:
-        click.echo(f"triggers holding: {', '.join(data['triggers'])}")
-    rows = [("KIND", "NAME", "VERSIONS", "SIZE", "LATEST", "PROTECTED")]
-    for entry in sorted(data["names"], key=lambda item: -int(item["bytes"])):
-        reasons = terminal.protection_counts(entry)
-        rows.append(
-            (
-                entry["kind"],
-                entry["name"],
-                str(len(entry["versions"])),
-                human_bytes(entry["bytes"]),
-                entry["latest"] or "-",
-                ", ".join(f"{reason}:{count}" for reason, count in reasons.items()) or "-",
-            )
-        )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-    if data["pins"]:
-        click.echo("pins:")
-        for line in _pin_lines(data["pins"]):
-            click.echo(f"  {line}")
-    if data["pins_problem"]:
-        click.echo(f"pins: {data['pins_problem']} (every version is kept)")
-    for problem in data["problems"]:
-        click.echo(f"problem: {problem['path']}: {problem['problem']}")
-    for unknown in data["references_unknown"]:
-        click.echo(
-            f"needs unknown: {unknown['bento']} ({unknown['reason']}): no model version is"
-            f" removed until {unknown['until']}"
-        )
-
-
 def _require_store(engine: Engine) -> Snapshot:
     return engine.census()
 
 
 @main.command()
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@json_option
 @handle_errors
+@quiet_when_stdout_closes
 def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     """Show each name's versions, size, latest, what is protected and why, and the pins.
 
@@ -337,57 +248,21 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     setup_logging(config, to_stderr=True)
     engine = Engine(config, read_only=True)
     view = engine.make_plan(_require_store(engine))
-    data = _status_data(engine, view)
+    data = views.status_data(engine, view)
     if as_json:
         click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
     elif terminal.is_terminal(sys.stdout):
         terminal.status_table(data, Console())
     else:
-        _print_status(data)
-
-
-def _plan_data(view: PlanView) -> dict[str, Any]:
-    plan = view.plan
-
-    def removal(item: Any) -> dict[str, Any]:
-        record = item.version
-        return {
-            "kind": record.kind,
-            "name": record.name,
-            "version": record.version,
-            "bytes": record.bytes,
-            "reason": item.reason,
-            "creation_time": record.creation_time.isoformat(),
-            "path": str(record.path),
-        }
-
-    return {
-        "triggers": list(plan.triggers),
-        "usage": plan.usage.as_dict(),
-        "target": plan.target.as_dict(),
-        "remove": [removal(item) for item in plan.removals],
-        "bytes_to_free": plan.bytes_to_free,
-        "projected": plan.projected.as_dict(),
-        "shortfall_bytes": plan.shortfall_bytes,
-        "kept": [
-            {
-                "kind": kept.version.kind,
-                "name": kept.version.name,
-                "version": kept.version.version,
-                "bytes": kept.version.bytes,
-                "reasons": list(kept.reasons),
-                "referenced_by": list(kept.referenced_by),
-            }
-            for kept in plan.kept
-        ],
-        "references_unknown": _unknown_data(plan),
-    }
+        for line in views.status_lines(data):
+            click.echo(line)
 
 
 @main.command("plan")
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@json_option
 @handle_errors
+@quiet_when_stdout_closes
 def plan_command(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     """Show what a prune would remove now, why, and the projected usage.
 
@@ -398,58 +273,18 @@ def plan_command(config_path: Path | None, store: Path | None, as_json: bool) ->
     setup_logging(config, to_stderr=True)
     engine = Engine(config, read_only=True)
     view = engine.make_plan(_require_store(engine))
-    data = _plan_data(view)
+    data = views.plan_data(view)
     if as_json:
         click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
         return
-    usage, projected = data["usage"], data["projected"]
-    click.echo(
-        f"triggers: {', '.join(data['triggers']) or 'none'}; used {usage['used_percent']:.1f}%"
-        f" -> {projected['used_percent']:.1f}% after {len(data['remove'])} removals"
-        f" ({human_bytes(data['bytes_to_free'])})"
-    )
-    for item in data["remove"]:
-        click.echo(
-            f"  remove {item['kind']}/{item['name']}:{item['version']}"
-            f"  {human_bytes(item['bytes'])}  {item['reason']}  (created {item['creation_time']})"
-        )
-    if data["shortfall_bytes"]:
-        click.echo(
-            f"target out of reach: {human_bytes(data['shortfall_bytes'])} more would be needed,"
-            " but everything else is protected"
-        )
-
-
-def _summary(result: CycleResult) -> str:
-    count = len(result.would_remove) if result.dry_run else len(result.removed)
-    freed = (
-        sum(removal.bytes for removal in result.would_remove)
-        if result.dry_run
-        else result.bytes_freed
-    )
-    verb = "would remove" if result.dry_run else "removed"
-    text = f"{verb} {count} versions, {human_bytes(freed)}"
-    if result.usage_after is not None:
-        text += f"; used {result.usage_after.used_percent:.1f}%"
-    if result.skipped:
-        text += f"; {len(result.skipped)} skipped at re-check"
-    if result.failed:
-        text += f"; {len(result.failed)} failed"
-    if not result.target_reached:
-        text += f"; target not reached, {human_bytes(result.shortfall_bytes)} short"
-    return text
+    for line in views.plan_lines(data):
+        click.echo(line)
 
 
 @main.command()
 @common_options
 @click.option("--dry-run", is_flag=True, help="Log would_remove events; delete nothing.")
-@click.option(
-    "--wait",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for another warden's lock.",
-)
+@wait_option
 @handle_errors
 def prune(config_path: Path | None, store: Path | None, dry_run: bool, wait: float) -> None:
     """Run one prune cycle now (the daemon's cycle, once).
@@ -465,24 +300,40 @@ def prune(config_path: Path | None, store: Path | None, dry_run: bool, wait: flo
     engine = Engine(config, progress=bar)
     with bar or contextlib.nullcontext():
         result = engine.cycle(dry_run=dry_run or None, recover=True, lock_wait=wait)
-    click.echo(_summary(result), err=True)
+    click.echo(views.summary(result), err=True)
+    write_batch_metrics(engine, result)
     if result.failed:
         sys.exit(EXIT_ERROR)
+
+
+def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
+    """Write the metrics textfile after a one-shot prune or delete, when one is set.
+
+    node_exporter's textfile collector is made for such batch jobs (a CI
+    clean-up step, a cron prune): the same series as the daemon's.
+    """
+    textfile = engine.config.metrics.textfile
+    if textfile is None:
+        return
+    from storewarden.metrics import Metrics, totals  # noqa: PLC0415 - only when asked for
+
+    metrics = Metrics()
+    metrics.configure(engine.config)
+    snapshot = engine.census()
+    bytes_by_kind, versions_by_kind = totals(snapshot.versions)
+    usage = engine.usage(snapshot.store_bytes)
+    quarantined = len(engine.quarantined())
+    metrics.observe(bytes_by_kind, versions_by_kind, usage, result, quarantined=quarantined)
+    metrics.publish(textfile)
 
 
 @main.command()
 @common_options
 @click.argument("tags", nargs=-1, required=True)
-@click.option("--kind", type=click.Choice(["models", "bentos"]), help="Only this kind.")
+@kind_option()
 @click.option("--force", is_flag=True, help="Delete even if pinned, in use or being written.")
 @click.option("--dry-run", is_flag=True, help="Log would_remove events; delete nothing.")
-@click.option(
-    "--wait",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for another warden's lock.",
-)
+@wait_option
 @handle_errors
 def delete(
     config_path: Path | None,
@@ -510,7 +361,8 @@ def delete(
             dry_run=dry_run,
             lock_wait=wait,
         )
-    click.echo(_summary(result), err=True)
+    click.echo(views.summary(result), err=True)
+    write_batch_metrics(engine, result)
     if result.failed:
         sys.exit(EXIT_ERROR)
     if result.skipped:
@@ -558,7 +410,8 @@ def _trail_lines(sources: tuple[str, ...]) -> Iterator[str]:
     metavar="AGE|TIME",
     help="Only events from the last AGE (24h, 7d) or since TIME (ISO 8601, UTC if no zone).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@json_option
+@quiet_when_stdout_closes
 def audit_command(
     config_path: Path | None,
     store: Path | None,
@@ -598,6 +451,7 @@ def audit_command(
 
 
 @main.command()
+@quiet_when_stdout_closes
 def schema() -> None:
     """Print the JSON Schema of the config file.
 
@@ -673,7 +527,7 @@ def _matches_nothing(engine: Engine, pin: Pin) -> bool:
 @main.command()
 @common_options
 @click.argument("tag")
-@click.option("--kind", type=click.Choice(["models", "bentos"]), help="Only this kind.")
+@kind_option()
 @click.option(
     "--until",
     "until_text",
@@ -732,7 +586,7 @@ def pin(
 @main.command()
 @common_options
 @click.argument("tag", required=False)
-@click.option("--kind", type=click.Choice(["models", "bentos"]), help="Only this kind's pin.")
+@kind_option("Only this kind's pin.")
 @click.option("--expired", is_flag=True, help="Remove every expired pin instead of one tag.")
 @handle_errors
 def unpin(
@@ -760,8 +614,9 @@ def unpin(
 
 @main.command("pins")
 @common_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@json_option
 @handle_errors
+@quiet_when_stdout_closes
 def pins_command(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     """List the pins: tag, kind, who pinned it when, until when, why; expired ones marked.
 
@@ -775,7 +630,7 @@ def pins_command(config_path: Path | None, store: Path | None, as_json: bool) ->
     if as_json:
         click.echo(json.dumps(pins))
     elif pins:
-        for line in _pin_lines(pins):
+        for line in views.pin_lines(pins):
             click.echo(line)
     else:
         click.echo("no pins", err=True)
@@ -785,13 +640,7 @@ def pins_command(config_path: Path | None, store: Path | None, as_json: bool) ->
 @common_options
 @click.argument("archive_path", metavar="ARCHIVE", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--pin", "pin_it", is_flag=True, help="Also pin it, so no prune removes it again.")
-@click.option(
-    "--wait",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds to wait for another warden's lock.",
-)
+@wait_option
 @handle_errors
 def restore_command(
     config_path: Path | None, store: Path | None, archive_path: Path, pin_it: bool, wait: float

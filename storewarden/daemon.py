@@ -398,7 +398,13 @@ class Daemon:
                 self._report(usage.used_percent)
                 if result is not None and result.removed:
                     usage = engine.usage(index.store_bytes)
-                self.metrics.observe(index.bytes_by_kind, index.versions_by_kind, usage, result)
+                self.metrics.observe(
+                    index.bytes_by_kind,
+                    index.versions_by_kind,
+                    usage,
+                    result,
+                    quarantined=len(engine.quarantined()) if result is not None else None,
+                )
             except Exception as error:  # broad on purpose: a failing check must not kill the job
                 self.log.error("check_failed", error=f"{type(error).__name__}: {error}")
                 self.metrics.count_error("check_failed")

@@ -22,7 +22,7 @@ from storewarden.archive import Archiver, ensure_archive_dir
 from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
-from storewarden.execute import Attempt, Executor, Run, Step
+from storewarden.execute import QUARANTINE_FILE, Attempt, Executor, Quarantine, Run, Step
 from storewarden.layout import spans
 from storewarden.logs import get_logger
 from storewarden.pins import pin_reader
@@ -497,6 +497,10 @@ class Engine:
         if self.pruner.newest_settled(record.kind, record.name, excluding=record.version):
             return True
         return not self.pruner.others_remain(record.kind, record.name, record.version)
+
+    def quarantined(self) -> dict[str, datetime]:
+        """Return the versions set aside after failing removals, with when they are tried again."""
+        return Quarantine(self.state_dir / QUARANTINE_FILE).load().current(self.clock())
 
     def forget_process_table(self) -> None:
         """Make the next in-use scan read the process table afresh."""

@@ -190,6 +190,11 @@ class Metrics:
             "Bytes the last prune cycle still had to free to reach its target.",
             registry=registry,
         )
+        self.quarantined = Gauge(
+            "storewarden_quarantined_versions",
+            "Versions whose removal kept failing, set aside for a while (storewarden status).",
+            registry=registry,
+        )
         self.duration = Histogram(
             "storewarden_prune_duration_seconds",
             "How long prune cycles took.",
@@ -225,6 +230,7 @@ class Metrics:
         versions_by_kind: Mapping[str, int],
         usage: Usage,
         result: CycleResult | None = None,
+        quarantined: int | None = None,
     ) -> None:
         """Given the store's totals per kind, the usage and the check's cycle, update series.
 
@@ -240,6 +246,8 @@ class Metrics:
         self.size_bytes.set(usage.total)
         if result is not None:
             self._observe_cycle(result)
+        if quarantined is not None:
+            self.quarantined.set(quarantined)
         if self._target is not None and self._target.holds(usage):
             # Back under the target, by a prune or by anyone freeing space: a missed
             # target is no longer a problem, and an alert on it must clear.

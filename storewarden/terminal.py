@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from storewarden import views
 from storewarden.config import human_bytes
 from storewarden.store import VersionRecord
 
@@ -151,17 +152,8 @@ def progress_bar() -> ProgressBar | None:
     return ProgressBar(Console(stderr=True), audit_on_terminal=is_terminal(sys.stdout))
 
 
-def protection_counts(entry: dict[str, Any]) -> dict[str, int]:
-    """Given one name of ``status`` data, return how many of its versions each reason protects."""
-    counts: dict[str, int] = {}
-    for version in entry["versions"]:
-        for reason in version["protected"]:
-            counts[reason] = counts.get(reason, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 def status_table(data: dict[str, Any], console: Console) -> None:
-    """Print ``storewarden status`` data as rich tables: names by size, then the pins."""
+    """Print ``storewarden status`` data as rich tables: the same rows as the plain text."""
     usage = data["usage"]
     console.print(
         f"[bold]{data['store']}[/]: {data['versions']} versions,"
@@ -172,25 +164,10 @@ def status_table(data: dict[str, Any], console: Console) -> None:
     if data["triggers"]:
         console.print(f"[bold red]triggers holding:[/] {', '.join(data['triggers'])}")
     table = Table(show_edge=False, pad_edge=False)
-    for header, justify in (
-        ("name", "left"),
-        ("kind", "left"),
-        ("versions", "right"),
-        ("size", "right"),
-        ("latest", "left"),
-        ("protected", "left"),
-    ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
-    for entry in sorted(data["names"], key=lambda item: (-int(item["bytes"]), item["name"])):
-        reasons = protection_counts(entry)
-        table.add_row(
-            entry["name"],
-            entry["kind"],
-            str(len(entry["versions"])),
-            human_bytes(entry["bytes"]),
-            entry["latest"] or "-",
-            ", ".join(f"{reason} {count}" for reason, count in reasons.items()) or "-",
-        )
+    for header in views.STATUS_COLUMNS:
+        table.add_column(header.lower(), justify="right" if header in _NUMBERS else "left")
+    for row in views.status_rows(data):
+        table.add_row(*row)
     console.print(table)
     if data.get("pins"):
         pins = Table(title="pins", show_edge=False, pad_edge=False)
@@ -207,12 +184,8 @@ def status_table(data: dict[str, Any], console: Console) -> None:
                 pin["reason"] or "-",
             )
         console.print(pins)
-    if data.get("pins_problem"):
-        console.print(f"[bold red]pins:[/] {data['pins_problem']} (every version is kept)")
-    for problem in data["problems"]:
-        console.print(f"[yellow]problem:[/] {problem['path']}: {problem['problem']}")
-    for unknown in data.get("references_unknown", []):
-        console.print(
-            f"[yellow]needs unknown:[/] {unknown['bento']} ({unknown['reason']}):"
-            f" no model version is removed until {unknown['until']}"
-        )
+    for line in views.status_notes({**data, "pins": []}):
+        console.print(f"[yellow]{line}[/]", highlight=False)
+
+
+_NUMBERS = ("VERSIONS", "SIZE")

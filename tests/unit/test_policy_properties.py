@@ -304,9 +304,7 @@ def unknown_bentos(case: Case) -> list[VersionRecord]:
             for record in case.snapshot.versions
         )
         if not needs_are_known(case, bento) and (
-            quiet < wanted.settle
-            or (bento.references is None and not bento.readable)
-            or importing
+            quiet < wanted.settle or (bento.references is None and not bento.readable) or importing
         ):
             found.append(bento)
     return found

@@ -1,0 +1,271 @@
+"""What the commands show, as data: JSON-ready, and rendered as plain text from that same data.
+
+``--json`` prints the data; a pipe gets the plain lines made from it here;
+a terminal gets :mod:`storewarden.terminal`'s rich tables, made from the same
+data with the same columns (:data:`STATUS_COLUMNS`). Commands never shape
+output themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from storewarden import policy
+from storewarden.config import human_bytes
+from storewarden.engine import CycleResult, Engine, PlanView
+from storewarden.pins import PinBoard, PinsError
+
+# The status table, plain or rich: (header, what each name row shows).
+STATUS_COLUMNS = ("NAME", "KIND", "VERSIONS", "SIZE", "LATEST", "PROTECTED")
+
+
+def status_rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Return the status table's rows (largest names first), one cell per STATUS_COLUMNS."""
+    rows: list[tuple[str, ...]] = []
+    for entry in sorted(
+        data["names"], key=lambda item: (-int(item["bytes"]), item["kind"], item["name"])
+    ):
+        reasons = protection_counts(entry)
+        rows.append(
+            (
+                entry["name"],
+                entry["kind"],
+                str(len(entry["versions"])),
+                human_bytes(entry["bytes"]),
+                entry["latest"] or "-",
+                ", ".join(f"{reason} {count}" for reason, count in reasons.items()) or "-",
+            )
+        )
+    return rows
+
+
+def protection_counts(entry: dict[str, Any]) -> dict[str, int]:
+    """Given one name of ``status`` data, return how many of its versions each reason protects."""
+    counts: dict[str, int] = {}
+    for version in entry["versions"]:
+        for reason in version["protected"]:
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
+    snapshot = view.snapshot
+    protected = {kept.version.path: list(kept.reasons) for kept in view.plan.kept}
+    referenced = {
+        kept.version.path: list(kept.referenced_by) for kept in view.plan.kept if kept.referenced_by
+    }
+    planned = {removal.version.path: removal.reason for removal in view.plan.removals}
+    names = []
+    for kind, name in snapshot.names():
+        records = snapshot.versions_of(kind, name)
+        pointer = snapshot.pointers.get((kind, name))
+        names.append(
+            {
+                "kind": kind,
+                "name": name,
+                "latest": pointer.target if pointer else None,
+                "latest_problem": pointer.problem if pointer else None,
+                "bytes": sum(record.bytes for record in records),
+                "versions": [
+                    {
+                        "version": record.version,
+                        "bytes": record.bytes,
+                        "creation_time": record.creation_time.isoformat(),
+                        "creation_time_estimated": record.creation_time_estimated,
+                        "arrived": record.arrived.isoformat() if record.arrived else None,
+                        "in_store_since": record.age_basis.isoformat(),
+                        "complete": record.complete,
+                        "labels": dict(record.labels),
+                        "protected": protected.get(record.path, []),
+                        "referenced_by": referenced.get(record.path, []),
+                        "would_remove": planned.get(record.path),
+                        "problem": record.problem,
+                    }
+                    for record in reversed(records)
+                ],
+            }
+        )
+    return {
+        "store": str(engine.root),
+        "usage": view.plan.usage.as_dict(),
+        "triggers": list(view.plan.triggers),
+        "versions": len(snapshot.versions),
+        "store_bytes": snapshot.store_bytes,
+        "names": names,
+        "problems": [
+            {"path": str(problem.path), "problem": problem.reason} for problem in snapshot.problems
+        ],
+        "processes_uninspectable": view.in_use.uninspectable,
+        "references_unknown": unknown_data(view.plan),
+        "quarantined": [
+            {"version": key, "until": until.isoformat()}
+            for key, until in sorted(engine.quarantined().items())
+        ],
+        **pins_data(engine, view.now),
+    }
+
+
+def unknown_data(plan: policy.Plan) -> list[dict[str, Any]]:
+    """Return the bentos whose needs are unknown (each blocks every model removal)."""
+    return [
+        {
+            "bento": bento.tag,
+            "path": str(bento.path),
+            "reason": bento.problem or "being written",
+            "until": "it settles" if bento.readable else "it can be read",
+        }
+        for bento in plan.references.unknown
+    ]
+
+
+def pins_data(engine: Engine, now: datetime) -> dict[str, Any]:
+    """Return the pins of the engine's store as data (and what is wrong with the file, if any)."""
+    try:
+        pins = PinBoard(engine.state_dir).load()
+    except PinsError as error:
+        return {"pins": [], "pins_problem": str(error)}
+    return {"pins": [pin.as_dict(now) for pin in pins], "pins_problem": None}
+
+
+def columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Return ``rows`` as lines of left-aligned columns two spaces apart."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+def pin_lines(pins: list[dict[str, Any]]) -> list[str]:
+    """Return the pins as a plain table."""
+    rows: list[tuple[str, ...]] = [("TAG", "KIND", "WHO", "WHEN", "UNTIL", "REASON")]
+    for pin in pins:
+        until = pin["until"] or "-"
+        rows.append(
+            (
+                pin["tag"],
+                pin["kind"] or "any",
+                pin["who"],
+                pin["when"],
+                f"{until} (expired)" if pin["expired"] else until,
+                pin["reason"] or "-",
+            )
+        )
+    return columns(rows)
+
+
+def status_lines(data: dict[str, Any]) -> list[str]:
+    """Return ``status`` data as plain text."""
+    usage = data["usage"]
+    lines = [
+        f"store {data['store']}: {data['versions']} versions, {human_bytes(data['store_bytes'])};"
+        f" filesystem {usage['used_percent']:.1f}% used, {human_bytes(usage['free_bytes'])} free"
+    ]
+    if data["triggers"]:
+        lines.append(f"triggers holding: {', '.join(data['triggers'])}")
+    lines.extend(columns([STATUS_COLUMNS, *status_rows(data)]))
+    lines.extend(status_notes(data))
+    return lines
+
+
+def status_notes(data: dict[str, Any]) -> list[str]:
+    """Return what follows the status table: pins, problems, quarantine, bentos being written."""
+    lines = []
+    if data["pins"]:
+        lines.append("pins:")
+        lines.extend(f"  {line}" for line in pin_lines(data["pins"]))
+    if data["pins_problem"]:
+        lines.append(f"pins: {data['pins_problem']} (every version is kept)")
+    for problem in data["problems"]:
+        lines.append(f"problem: {problem['path']}: {problem['problem']}")
+    for unknown in data["references_unknown"]:
+        lines.append(
+            f"needs unknown: {unknown['bento']} ({unknown['reason']}): no model version is"
+            f" removed until {unknown['until']}"
+        )
+    for item in data.get("quarantined", []):
+        lines.append(
+            f"quarantined: {item['version']} (its removal kept failing) until {item['until']}"
+        )
+    return lines
+
+
+def plan_data(view: PlanView) -> dict[str, Any]:
+    plan = view.plan
+
+    def removal(item: Any) -> dict[str, Any]:
+        record = item.version
+        return {
+            "kind": record.kind,
+            "name": record.name,
+            "version": record.version,
+            "bytes": record.bytes,
+            "reason": item.reason,
+            "creation_time": record.creation_time.isoformat(),
+            "path": str(record.path),
+        }
+
+    return {
+        "triggers": list(plan.triggers),
+        "usage": plan.usage.as_dict(),
+        "target": plan.target.as_dict(),
+        "remove": [removal(item) for item in plan.removals],
+        "bytes_to_free": plan.bytes_to_free,
+        "projected": plan.projected.as_dict(),
+        "shortfall_bytes": plan.shortfall_bytes,
+        "kept": [
+            {
+                "kind": kept.version.kind,
+                "name": kept.version.name,
+                "version": kept.version.version,
+                "bytes": kept.version.bytes,
+                "reasons": list(kept.reasons),
+                "referenced_by": list(kept.referenced_by),
+            }
+            for kept in plan.kept
+        ],
+        "references_unknown": unknown_data(plan),
+    }
+
+
+def plan_lines(data: dict[str, Any]) -> list[str]:
+    """Return ``plan`` data as plain text."""
+    usage, projected = data["usage"], data["projected"]
+    lines = [
+        f"triggers: {', '.join(data['triggers']) or 'none'}; used {usage['used_percent']:.1f}%"
+        f" -> {projected['used_percent']:.1f}% after {len(data['remove'])} removals"
+        f" ({human_bytes(data['bytes_to_free'])})"
+    ]
+    for item in data["remove"]:
+        lines.append(
+            f"  remove {item['kind']}/{item['name']}:{item['version']}"
+            f"  {human_bytes(item['bytes'])}  {item['reason']}  (created {item['creation_time']})"
+        )
+    if data["shortfall_bytes"]:
+        lines.append(
+            f"target out of reach: {human_bytes(data['shortfall_bytes'])} more would be needed,"
+            " but everything else is protected"
+        )
+    return lines
+
+
+def summary(result: CycleResult) -> str:
+    count = len(result.would_remove) if result.dry_run else len(result.removed)
+    freed = (
+        sum(removal.bytes for removal in result.would_remove)
+        if result.dry_run
+        else result.bytes_freed
+    )
+    verb = "would remove" if result.dry_run else "removed"
+    text = f"{verb} {count} versions, {human_bytes(freed)}"
+    if result.usage_after is not None:
+        text += f"; used {result.usage_after.used_percent:.1f}%"
+    if result.skipped:
+        text += f"; {len(result.skipped)} skipped at re-check"
+    if result.failed:
+        text += f"; {len(result.failed)} failed"
+    if not result.target_reached:
+        text += f"; target not reached, {human_bytes(result.shortfall_bytes)} short"
+    return text
