@@ -768,6 +768,8 @@ def recheck(
             reasons.append(COMPLETED)
         elif not record.readable:
             reasons.append(UNREADABLE)
+        elif latest_stuck:
+            reasons.append(NO_SETTLED_LATEST)
         return reasons
     if not record.readable:
         reasons.append(UNREADABLE)

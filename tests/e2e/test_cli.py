@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -777,3 +778,49 @@ def test_check_warns_of_pins_labels_and_rules_that_match_nothing_in_the_store(
         "warning: rules[0]: match 'llm-*' matches no name in the store now",
     ]
     assert store_tree(store) == before  # check writes nothing
+
+
+def test_a_closed_stdout_ends_a_read_only_command_quietly_as_cat_ends(
+    store: Path, tmp_path: Path
+) -> None:
+    for index in range(1500):  # a status table far larger than a pipe's buffer
+        make_version(store, f"name{index:04d}", "v1", size=16)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "storewarden", "status"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "BENTOML_HOME": str(store)},
+        cwd=tmp_path,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    first = reader.stdout.readline()
+    reader.stdout.close()  # as `| head -1` does
+    errors = reader.stderr.read()
+    reader.stderr.close()
+    code = reader.wait(timeout=120)
+
+    assert first.startswith(b"store ")
+    assert errors == b""
+    assert code == -signal.SIGPIPE  # the shell shows 141, as for `cat big | head -1`
+
+
+def test_a_one_shot_prune_writes_the_metrics_textfile(scenario: Scenario, tmp_path: Path) -> None:
+    textfile = tmp_path / "collector" / "storewarden.prom"
+    textfile.parent.mkdir()
+    config = tmp_path / "with-metrics.yaml"
+    config.write_text(scenario.config.read_text() + f"metrics:\n  textfile: {textfile}\n")
+
+    result = run_cli(scenario.home, "prune", "--config", str(config))
+
+    assert result.returncode == 0, result.stderr
+    text = textfile.read_text()
+    removed = len(named(audit_lines(result.stdout), "version_removed"))
+    assert removed > 0
+    assert "storewarden_store_bytes{" in text
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("storewarden_removals_total{")
+    )
+    assert counted == removed
+    assert oct(textfile.stat().st_mode & 0o777) == "0o644"

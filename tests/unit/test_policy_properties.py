@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from storewarden import policy
@@ -617,3 +617,75 @@ def test_the_plan_is_deterministic_whatever_the_order_of_the_census(
 
     assert plan_of(case) == first
     assert plan_of(shuffled) == first
+
+
+# -- the last look before each removal (policy.recheck) ----------------------------------
+
+
+@st.composite
+def rechecks(draw: st.DrawFn) -> tuple[Case, VersionRecord, str, policy.Mode, policy.Facts]:
+    """Return a case, one of its versions, a plan reason, a mode and what the last look saw."""
+    case = draw(cases())
+    assume(case.snapshot.versions)
+    record = draw(st.sampled_from(case.snapshot.versions))
+    reason = draw(st.sampled_from([policy.ABANDONED, policy.MAX_AGE, "high_percent", "explicit"]))
+    mode = draw(st.sampled_from(list(policy.Mode)))
+    pointer = draw(st.sampled_from([None, record.version, "another"]))
+    facts = policy.Facts(
+        in_use=case.in_use,
+        pins=case.pins,
+        references=policy.references_of(case.snapshot, case.config, NOW),
+        pointer_target=pointer,
+        latest_can_move=draw(st.booleans()),
+    )
+    return case, record, reason, mode, facts
+
+
+@PROPERTY_SETTINGS
+@given(rechecks())
+def test_the_last_look_never_lets_a_standing_protection_through(
+    checked: tuple[Case, VersionRecord, str, policy.Mode, policy.Facts],
+) -> None:
+    case, record, reason, mode, facts = checked
+
+    reasons = policy.recheck(record, reason, mode, config=case.config, now=NOW, facts=facts)
+
+    wanted = settings_for(case.config, record.kind, record.name)
+    derived = protections(case, record)
+    if mode is policy.Mode.FORCE:
+        assert reasons == []  # --force: nothing but the version being gone
+        return
+    # Pins, processes, writers and bentos hold against prune and delete alike.
+    for protection in ("pinned", "in_use", "settle", "referenced", "references_unknown"):
+        if protection in derived:
+            assert protection in reasons, (protection, reasons)
+    latest_stuck = facts.pointer_target == record.version and not facts.latest_can_move
+    if latest_stuck and record.readable:
+        # latest would have nothing whole to move to (or, keep_latest, it stays anyway;
+        # or an abandoned version completed after all, and stays for that)
+        assert {"no_settled_latest", "latest", "completed", "incomplete"} & set(reasons)
+    if mode is policy.Mode.PRUNE and reason != policy.ABANDONED:
+        if not record.readable:
+            assert "unreadable" in reasons
+        elif not record.complete:
+            assert "incomplete" in reasons
+        elif wanted.keep_latest and facts.pointer_target == record.version:
+            assert "latest" in reasons
+    if mode is policy.Mode.PRUNE and reason == policy.ABANDONED and record.complete:
+        assert "completed" in reasons
+
+
+@PROPERTY_SETTINGS
+@given(rechecks())
+def test_an_explicit_delete_is_held_back_only_by_what_it_does_not_override(
+    checked: tuple[Case, VersionRecord, str, policy.Mode, policy.Facts],
+) -> None:
+    case, record, reason, _mode, facts = checked
+
+    reasons = policy.recheck(
+        record, reason, policy.Mode.EXPLICIT, config=case.config, now=NOW, facts=facts
+    )
+
+    assert set(reasons) <= {*policy.EXPLICIT_BLOCKERS, policy.NO_SETTLED_LATEST}
+    # age, count, labels and latest itself never stop an operator's delete
+    assert not {"min_age", "keep_last", "label", "latest"} & set(reasons)
