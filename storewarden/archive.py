@@ -44,14 +44,12 @@ import yaml
 
 from storewarden import durable
 from storewarden.logs import get_logger
-from storewarden.prune import Pruner
 from storewarden.references import bento_references
 from storewarden.store import (
     DESCRIPTORS,
     MAX_DESCRIPTOR_BYTES,
     Kind,
     VersionRecord,
-    census_version,
     is_valid_tag_part,
     parse_creation_time,
 )
@@ -448,169 +446,6 @@ def _read_descriptor(path: Path, tar: tarfile.TarFile) -> ArchivedVersion:
             kind, name, version, parse_creation_time(data.get("creation_time")), references
         )
     raise RestoreError(f"{path} holds neither a model.yaml nor a bento.yaml at its top")
-
-
-@dataclass(frozen=True)
-class Restored:
-    """What :func:`restore` put back."""
-
-    version: ArchivedVersion
-    path: Path
-    bytes: int
-    pointer_old: str | None
-    pointer_new: str | None
-
-
-def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
-    """Put the version ``archive`` holds back into the store and return what was done.
-
-    The caller holds the store lock (recovery empties ``<state>/tmp``).
-    Extraction goes to ``<state>/tmp``; one rename then makes the version
-    appear whole. ``latest`` moves to it when it is the newest complete
-    version of its name. Raise RestoreError if the archive is not a version
-    archive, its kind is not managed, or the version is already in the store.
-    """
-    log = get_logger()
-    with _open(archive) as tar:
-        held = _read_descriptor(archive, tar)
-        if held.kind not in kinds:
-            raise RestoreError(f"{archive} holds {held.kind}, which this store does not manage")
-        destination = pruner.root / held.kind / held.name / held.version
-        _refuse_existing(destination)
-        _refuse_without_models(held, pruner)
-        staging = pruner.temporary_for(pruner.root / held.kind) / f"restore-{uuid.uuid4().hex}"
-        os.mkdir(staging, 0o700)
-        try:
-            _extract(tar, staging)
-            name_dir = destination.parent
-            if not name_dir.is_dir():
-                name_dir.mkdir(mode=0o755, parents=True)
-                durable.fsync_directory(name_dir.parent)
-            _refuse_existing(destination)
-            os.rename(staging, destination)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                pruner.operations.remove_tree(staging)
-            raise
-    durable.fsync_directory(destination.parent)
-    form, current = pruner.read_pointer(held.kind, held.name)
-    pointer_new = None
-    if _becomes_latest(pruner, held, current):
-        pruner.write_pointer(held.kind, held.name, held.version, form)
-        pointer_new = held.version
-        log.info(
-            "latest_changed",
-            kind=held.kind,
-            name=held.name,
-            old=current,
-            new=held.version,
-            reason="restored",
-        )
-    record = census_version(held.kind, held.name, destination, pruner.filesystem)
-    size = record.bytes if record is not None else 0
-    log.info(
-        "version_restored",
-        kind=held.kind,
-        name=held.name,
-        version=held.version,
-        path=str(destination),
-        bytes=size,
-        archive=str(archive),
-        creation_time=held.creation_time.isoformat() if held.creation_time else None,
-    )
-    return Restored(held, destination, size, current if pointer_new else None, pointer_new)
-
-
-def _becomes_latest(pruner: Pruner, held: ArchivedVersion, current: str | None) -> bool:
-    """Return whether ``latest`` should name the restored version, as BentoML's save decides.
-
-    BentoML points ``latest`` at a version it saved when there is no usable
-    pointer, or the new version is at least as new as the one it names.
-    """
-    on_disk = {record.version: record for record in pruner.versions_on_disk(held.kind, held.name)}
-    restored, named = on_disk.get(held.version), on_disk.get(current or "")
-    if restored is None or not restored.complete or current == held.version:
-        return False
-    return named is None or not named.complete or restored.creation_time >= named.creation_time
-
-
-def _refuse_without_models(held: ArchivedVersion, pruner: Pruner) -> None:
-    """Raise RestoreError if a bento would come back without a model it needs.
-
-    A bento BentoML built names its models and does not carry them; put
-    back without them, it cannot be served. The models go back first.
-    """
-    lacking = []
-    for tag in held.references:
-        name, _, version = tag.partition(":")
-        if version == "latest":
-            version = pruner.read_pointer("models", name)[1] or ""
-        if not version or not (pruner.root / "models" / name / version / "model.yaml").is_file():
-            lacking.append(tag)
-    if lacking:
-        raise RestoreError(
-            f"bentos/{held.name}:{held.version} needs {', '.join(lacking)}, which the store"
-            " lacks; restore the model first (storewarden restore <its archive>, or"
-            " bentoml models import), then the bento. Nothing was restored"
-        )
-
-
-def _refuse_existing(destination: Path) -> None:
-    if os.path.lexists(destination):
-        tag = f"{destination.parent.name}:{destination.name}"
-        raise RestoreError(f"{tag} is already in the store ({destination}); nothing restored")
-
-
-def _extract(tar: tarfile.TarFile, staging: Path) -> None:
-    """Extract every member under ``staging``, each file and directory fsynced."""
-    directories: list[tuple[Path, tarfile.TarInfo]] = []
-    for member in tar.getmembers():
-        relative = _member_path(member.name)
-        if relative is None:
-            continue
-        target = staging / relative
-        if target.parent != staging and not target.parent.is_dir():
-            target.parent.mkdir(mode=0o700, parents=True)
-        if member.isdir():
-            target.mkdir(mode=0o700, exist_ok=True)
-            directories.append((target, member))
-        elif member.isfile():
-            content = tar.extractfile(member)
-            if content is None:  # pragma: no cover - isfile() members always have content
-                raise RestoreError(f"cannot read member {member.name!r}")
-            with content:
-                _write_file(target, content, member)
-        elif member.issym():
-            if not _link_stays_inside(relative, member.linkname):
-                raise RestoreError(f"unsafe member {member.name!r} (symlink leaves the version)")
-            os.symlink(member.linkname, target)
-        else:
-            raise RestoreError(f"unsupported member {member.name!r} (hard link or special file)")
-    for directory, member in reversed(directories):  # deepest first: children are done
-        os.chmod(directory, stat.S_IMODE(member.mode) or 0o700)
-        os.utime(directory, (member.mtime, member.mtime))
-        durable.fsync_directory(directory)
-    durable.fsync_directory(staging)
-
-
-def _write_file(target: Path, content: IO[bytes], member: tarfile.TarInfo) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    descriptor = os.open(target, flags, 0o600)
-    try:
-        for chunk in _chunks(content):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(descriptor, view) :]
-        os.fchmod(descriptor, stat.S_IMODE(member.mode))
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.utime(target, (member.mtime, member.mtime))
-
-
-def _chunks(content: IO[bytes]) -> Iterator[bytes]:
-    while chunk := content.read(_CHUNK):
-        yield chunk
 
 
 def _discard(path: Path) -> None:

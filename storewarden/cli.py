@@ -23,7 +23,7 @@ from rich.console import Console
 
 from storewarden import __version__, logs, policy, terminal, views
 from storewarden import audit as trail
-from storewarden.archive import RestoreError, UnsafeArchiveDirError, restore
+from storewarden.archive import RestoreError, UnsafeArchiveDirError
 from storewarden.config import (
     Config,
     ConfigError,
@@ -660,10 +660,7 @@ def restore_command(
     engine = Engine(config)
     if not engine.root.is_dir():
         fail(f"store {engine.root} does not exist", EXIT_ERROR)
-    engine.pruner.prepare()
-    with engine.lock.held(wait):
-        engine.recover()
-        restored = restore(archive_path, engine.pruner, config.kinds)
+    restored = engine.restore(archive_path, lock_wait=wait)
     held = restored.version
     text = f"restored {held.kind}/{held.name}:{held.version} ({human_bytes(restored.bytes)})"
     if restored.pointer_new is not None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from storewarden import inuse, policy, usage
 from storewarden import usage as usage_module
@@ -46,6 +46,9 @@ from storewarden.store import (
     census_version,
 )
 from storewarden.usage import Usage
+
+if TYPE_CHECKING:
+    from storewarden.restore import Restored
 
 # At most this many model tags are listed in one bento_reference_missing event.
 MAX_LISTED = 10
@@ -735,6 +738,18 @@ class Engine:
                 mandatory=frozenset(id(removal) for removal in removals),
             )
             return CycleResult.of(run, plan, time.monotonic() - started)
+
+    def restore(self, archive: Path, *, lock_wait: float = 0.0) -> Restored:
+        """Put the version an archive holds back into the store, under the lock, after recovery.
+
+        Raise RestoreError if it cannot be (see :func:`storewarden.restore.restore`).
+        """
+        from storewarden.restore import restore  # noqa: PLC0415 - tarfile only when restoring
+
+        self.pruner.prepare()
+        with self.lock.held(lock_wait):
+            self.recover()
+            return restore(archive, self.pruner, self.config.kinds)
 
     def _resolve_all(
         self, snapshot: Snapshot, tags: Sequence[str], kind: Kind | None

@@ -177,6 +177,12 @@ class Operations:
         self.step("fsync_dir", path)
         durable.fsync_directory(path)
 
+    def mkdir(self, path: Path, mode: int = 0o755) -> None:
+        """Create a directory (its parent must exist), with ``mode`` whatever the umask."""
+        self.step("mkdir", path)
+        os.mkdir(path, mode)
+        os.chmod(path, mode)
+
     def unlink(self, path: Path) -> None:
         """Remove a file or symlink."""
         self.step("unlink", path)
@@ -395,7 +401,7 @@ class Intent:
         if len(fields) != _INTENT_FIELDS:
             return None
         intent_id, kind, name, version, reason, size, created, pointer = fields
-        if kind not in ("models", "bentos") or pointer not in ("-", "f", "s", "i"):
+        if kind not in ("models", "bentos") or pointer not in ("-", "f", "s", "i", "r"):
             return None
         if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
             return None
@@ -844,31 +850,30 @@ class Pruner:
         otherwise the removal is completed and logged (``recovered=True``).
         """
         self.prepare()
-        leftovers = cleaned = 0
-        for leftover in self._listing(self.temporary):
-            cleaned += self.operations.remove_tree(self.temporary / leftover)
-            leftovers += 1
-        if leftovers:
-            self.log.info("tmp_emptied", entries=leftovers, bytes=cleaned)
+        self._empty_temporary()
         rolled_back = completed = 0
         percent = measure_percent()
-        entries = trash_bytes = 0
-        for trash in (self.trash,):
-            for entry in self._listing(trash):
-                intent = Intent.parse(entry)
-                if intent is None:
-                    continue
-                if self._finish_intent(intent, percent):
-                    completed += 1
-                else:
-                    rolled_back += 1
+        trash = self.trash
+        for entry in self._listing(trash):
+            intent = Intent.parse(entry)
+            if intent is None:
+                continue
+            if intent.pointer == "r":  # a restore: latest follows if the version came back
+                if os.path.lexists(self.root / intent.kind / intent.name / intent.version):
+                    self.point_at_restored(intent.kind, intent.name, intent.version)
+            elif self._finish_intent(intent, percent):
+                completed += 1
                 self._empty_trash_entry(trash / intent.intent_id)
-                self.operations.unlink(trash / entry)
-            for leftover in self._listing(trash):
-                freed = self._empty_trash_entry(trash / leftover)
-                if freed is not None:
-                    trash_bytes += freed
-                    entries += 1
+            else:
+                rolled_back += 1
+                self._empty_trash_entry(trash / intent.intent_id)
+            self.operations.unlink(trash / entry)
+        entries = trash_bytes = 0
+        for leftover in self._listing(trash):
+            freed = self._empty_trash_entry(trash / leftover)
+            if freed is not None:
+                trash_bytes += freed
+                entries += 1
         if entries:
             self.log.info("trash_emptied", entries=entries, bytes=trash_bytes)
         snapshot = take_census() if take_census else census(self.root, self.kinds, self.filesystem)
@@ -877,6 +882,15 @@ class Pruner:
         if not recovery.changed_store:
             recovery = Recovery(rolled_back, completed, entries, trash_bytes, repaired, snapshot)
         return recovery
+
+    def _empty_temporary(self) -> None:
+        """Delete what an interrupted run left in the warden's own ``tmp``; log it."""
+        leftovers = cleaned = 0
+        for leftover in self._listing(self.temporary):
+            cleaned += self.operations.remove_tree(self.temporary / leftover)
+            leftovers += 1
+        if leftovers:
+            self.log.info("tmp_emptied", entries=leftovers, bytes=cleaned)
 
     def _empty_trash_entry(self, path: Path) -> int | None:
         """Delete one trash entry; return the bytes freed, or None if it must wait.
@@ -948,6 +962,43 @@ class Pruner:
         if moved and self.read_pointer(kind, name) == (None, None):
             self.remove_name_if_empty(kind, name)
         return True
+
+    def intend_restore(self, kind: Kind, name: str, version: str) -> Path:
+        """Record (durably) that a version is about to be put back; return the record's path."""
+        self._sequence += 1
+        intent = Intent(
+            intent_id=f"{uuid.uuid4().hex[:12]}-{self._sequence}",
+            kind=kind,
+            name=name,
+            version=version,
+            reason="restored",
+            bytes=0,
+            created=0,
+            pointer="r",
+        )
+        return self._write_intent(intent, self.trash, durable=True)
+
+    def point_at_restored(
+        self, kind: Kind, name: str, version: str
+    ) -> tuple[str | None, str | None]:
+        """Point ``latest`` at a version put back, if BentoML's save would; return (old, new).
+
+        BentoML points ``latest`` at a version it saved when there is no
+        usable pointer, or the new version is at least as new as the one it
+        names. ``new`` is None when the pointer stays.
+        """
+        form, current = self.read_pointer(kind, name)
+        on_disk = {record.version: record for record in self.versions_on_disk(kind, name)}
+        restored, named = on_disk.get(version), on_disk.get(current or "")
+        if restored is None or not restored.complete or current == version:
+            return current, None
+        if named is not None and named.complete and restored.creation_time < named.creation_time:
+            return current, None
+        self.write_pointer(kind, name, version, form)
+        self.log.info(
+            "latest_changed", kind=kind, name=name, old=current, new=version, reason="restored"
+        )
+        return current, version
 
     def rollback_target(self, kind: Kind, name: str, current: str | None) -> str | None:
         """Return where ``latest`` goes back to after a removal was undone (None: leave it).

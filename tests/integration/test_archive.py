@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 
 from storewarden import archive
-from storewarden.archive import Archiver, RestoreError, UnsafeArchiveDirError, restore
+from storewarden import restore as restore_module
+from storewarden.archive import Archiver, RestoreError, UnsafeArchiveDirError
 from storewarden.config import ConfigError, build_config
 from storewarden.engine import Engine
+from storewarden.restore import restore
 from storewarden.store import census, census_version
 from tests.conftest import Audit
 from tests.storebuilder import NOW, make_bento, make_version, point_latest, read_latest
@@ -358,7 +360,7 @@ def archived(store: Path, tmp_path: Path, *, versions: tuple[str, ...]) -> dict[
     return {version: archives / f"iris+{version}.bentomodel.tar" for version in versions}
 
 
-def restore_into(store: Path, archive_path: Path) -> archive.Restored:
+def restore_into(store: Path, archive_path: Path) -> restore_module.Restored:
     """Restore as the CLI does: prepare, lock, recover, restore."""
     engine = Engine(build_config({"store": str(store)}))
     engine.pruner.prepare()

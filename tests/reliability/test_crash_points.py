@@ -33,6 +33,7 @@ from typing import Any, TextIO, cast
 import pytest
 
 from storewarden import logs
+from storewarden.archive import Archiver
 from storewarden.config import Config, build_config
 from storewarden.engine import Engine
 from storewarden.prune import Operations
@@ -491,3 +492,68 @@ def test_a_version_saved_while_the_warden_was_down_stays_latest_after_recovery(
     assert [f"kill after {o.after!r}: {p}" for o in outcomes for p in o.problems] == []
     for outcome in outcomes:
         assert (outcome.root / "models" / "iris" / "latest").read_text() == "v-new"
+
+
+# -- restore: a kill at every step of putting an archived version back -----------------------
+
+
+def restore_scenario(directory: Path, newest: bool) -> tuple[Path, Path, dict[str, str], Path]:
+    """A store from which iris v-r (older than all, or the newest) was archived and removed.
+
+    Return the root, the archive, the version's digest before it went, and its path.
+    """
+    root, _baseline = build(directory, SCENARIOS[0])
+    version = "v-r"
+    created = NOW if newest else NOW - 40 * DAY  # newer than v-c (latest), or older than all
+    path = make_version(root, "iris", version, created=created, size=3000)
+    (path / "assets").mkdir()
+    (path / "assets" / "vocab.txt").write_text("a\nb\n")
+    digest = crashloop.digest_tree(path)
+    config = config_for(root, SCENARIOS[0])
+    engine = Engine(config, processes=lambda: ())
+    engine.archiver = Archiver(directory / "archive", store=root)
+    engine.delete([f"iris:{version}"])
+    (archive,) = (directory / "archive").iterdir()
+    return root, archive, digest, path
+
+
+@pytest.mark.parametrize("newest", [False, True], ids=["an-old-version", "the-newest-version"])
+def test_a_kill_at_any_step_of_a_restore_leaves_the_version_whole_or_absent(
+    tmp_path: Path, newest: bool
+) -> None:
+    def restore_work(archive: Path) -> Work:
+        return lambda engine: engine.restore(archive)
+
+    root, archive, digest, path = restore_scenario(tmp_path / "complete", newest)
+    full = run_child(
+        root, config_for(root, SCENARIOS[0]), restore_work(archive), None,
+        tmp_path / "complete" / "audit.log", "work",
+    )  # fmt: skip
+    assert crashloop.digest_tree(path) == digest
+    problems: list[str] = []
+    baselines = []
+    for crash_at in range(len(full.points)):
+        directory = tmp_path / f"crash-{crash_at}"
+        root, archive, digest, path = restore_scenario(directory, newest)
+        config = config_for(root, SCENARIOS[0])
+        log = directory / "audit.log"
+        work = run_child(root, config, restore_work(archive), crash_at, log, "work")
+        run_child(root, config, recover, None, log, "recovery")
+        where = f"kill after {work.points[-1] if work.points else '(start)'!r}"
+        if path.exists() and crashloop.digest_tree(path) != digest:
+            problems.append(f"{where}: the version is back but not whole")
+        present = sorted(entry.name for entry in path.parent.iterdir() if entry.name != "latest")
+        latest = (path.parent / "latest").read_text()
+        if latest not in present:
+            problems.append(f"{where}: latest names {latest}, not a version there")
+        state = root / ".storewarden"
+        leftovers = os.listdir(state / "tmp") + os.listdir(state / "trash")
+        if leftovers:
+            problems.append(f"{where}: left in the state directory: {leftovers}")
+        baselines.append(
+            crashloop.capture(root, tmp_path / f"crash-{crash_at}" / "outside", PROTECT)
+        )
+
+    assert problems == []
+    assert len(full.points) >= 3  # the rename into the store, its fsync, the event (and latest)
+    assert crashloop.check_with_bentoml(baselines) == []
