@@ -20,9 +20,9 @@ import pytest
 
 from storewarden.logs import check_event
 from tests.storebuilder import make_version, point_latest, read_latest
+from tests.waiting import WAIT, wait_until
 
 MIB = 1024 * 1024
-WAIT = 60.0  # upper bound for the daemon to react; the daemon usually needs ~1 s
 
 
 class DaemonProcess:
@@ -55,14 +55,13 @@ class DaemonProcess:
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
         """Wait until ``predicate(events)`` holds; fail with the log if it never does."""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if predicate(self.events()):
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.1)
-        pytest.fail(f"daemon never got to: {what}\n{self.log_path.read_text()[-4000:]}")
+        wait_until(
+            self.events,
+            predicate,
+            f"the daemon got to {what} (log: {self.log_path})",
+            interval=0.1,
+            gave_up=lambda _events: self.process.poll() is not None,
+        )
 
     def signal(self, number: int) -> None:
         """Send a signal to the daemon."""

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_daemon import WAIT, DaemonProcess, fast_config
+from tests.e2e.test_daemon import DaemonProcess, fast_config
 from tests.promtext import parse, scrape
 from tests.storebuilder import make_version, point_latest
+from tests.waiting import WAIT
 
 KIB = 1024
 

@@ -30,6 +30,7 @@ from storewarden.store import census
 from tests.conftest import Audit
 from tests.promtext import Samples, parse, scrape
 from tests.storebuilder import make_version, point_latest
+from tests.waiting import wait_until
 
 WAIT = 30.0  # upper bound for the daemon to react; it usually needs well under a second
 KIB = 1024
@@ -66,18 +67,6 @@ def running(config: Config) -> Iterator[Daemon]:
         daemon.stop()
         thread.join(WAIT)
         assert not thread.is_alive(), "the daemon did not stop"
-
-
-def wait_until(read: Callable[[], Samples], holds: Callable[[Samples], bool], what: str) -> Samples:
-    """Read the metrics until ``holds``; fail with the last reading if it never does."""
-    deadline = time.monotonic() + WAIT
-    samples = read()
-    while not holds(samples):
-        if time.monotonic() > deadline:
-            pytest.fail(f"the metrics never showed {what}: {sorted(samples.values.items())}")
-        time.sleep(0.05)
-        samples = read()
-    return samples
 
 
 def endpoint(daemon: Daemon) -> Callable[[], Samples]:

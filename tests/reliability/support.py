@@ -1,9 +1,9 @@
-"""What the reliability tests share: the crash loop's invariant checks, stores with an outside.
+"""What the reliability tests share: the crash loop and store generator, stores with an outside.
 
-bench/crashloop.py holds the checks (a version whole, pointers newest, trash
-empty, outside untouched, every disappearance logged, BentoML reads it); the
-tests import them from there so the script and the suite prove the same
-things.
+The invariant checks (a version whole, pointers newest, trash empty,
+outside untouched, every disappearance logged, BentoML reads it) live in
+tests/invariants.py; bench/crashloop.py imports them from there, so the
+script and the suite prove the same things.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ The recovery after each crash is itself killed at each of its own steps
 before a last recovery runs. The versions hold a subdirectory, several files,
 a symlink and a hard link out of the store; bentos are among the victims.
 
-After the last recovery the crash loop's invariants hold (bench/crashloop.py:
+After the last recovery the crash loop's invariants hold (tests/invariants.py:
 every version left whole, latest the newest, trash empty, outside untouched,
 nothing protected gone, every disappearance logged) and BentoML's own
 ``list()`` and ``get("name:latest")`` read every store.
@@ -37,7 +37,8 @@ from storewarden.archive import Archiver
 from storewarden.config import Config, build_config
 from storewarden.engine import Engine
 from storewarden.prune import Operations
-from tests.reliability.support import crashloop, make_outside, make_rich_version
+from tests import invariants
+from tests.reliability.support import make_outside, make_rich_version
 from tests.storebuilder import NOW, bento_yaml, make_version, point_latest
 
 pytestmark = pytest.mark.slow
@@ -174,10 +175,10 @@ class Scenario:
     needs: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
-PROTECT = crashloop.ProtectSpec(pinned=("lily",), kept_names=())
+PROTECT = invariants.ProtectSpec(pinned=("lily",), kept_names=())
 
 
-def build(directory: Path, scenario: Scenario) -> tuple[Path, crashloop.Baseline]:
+def build(directory: Path, scenario: Scenario) -> tuple[Path, invariants.Baseline]:
     """Build the scenario's store beside an ``outside`` directory; return root and baseline.
 
     models: iris (v-a < v-b < v-c, latest v-c), solo (only), lily (pinned);
@@ -210,7 +211,7 @@ def build(directory: Path, scenario: Scenario) -> tuple[Path, crashloop.Baseline
             os.symlink(version, root / kind / name / "latest")
         else:
             point_latest(root, name, version, kind=kind)
-    baseline = crashloop.capture(root, outside, PROTECT)
+    baseline = invariants.capture(root, outside, PROTECT)
     if scenario.dangling:  # after the capture: the baseline's forms are what must stay
         pointer = root / "models" / "iris" / "latest"
         pointer.unlink()
@@ -365,7 +366,7 @@ class Outcome:
     after: str
     problems: list[str]
     root: Path
-    baseline: crashloop.Baseline
+    baseline: invariants.Baseline
 
 
 def crash_then_recover(
@@ -383,13 +384,13 @@ def crash_then_recover(
     log = directory / "audit.log"
     work = run_child(root, config, scenario.work, crash_at, log, "work")
     # At the instant of the kill, as BentoML would find the store if it looked now.
-    at_kill = [f"at the kill: {problem}" for problem in crashloop.bentos_without_models(root)]
+    at_kill = [f"at the kill: {problem}" for problem in invariants.bentos_without_models(root)]
     if saved_meanwhile:
         # While the warden was down, BentoML saved a newer version and pointed latest at it.
         outside = baseline.outside
         make_rich_version(root, "iris", "v-new", created=NOW, outside=outside)
         point_latest(root, "iris", "v-new")
-        facts = crashloop.capture(root, outside, PROTECT).versions
+        facts = invariants.capture(root, outside, PROTECT).versions
         key = ("models", "iris", "v-new")
         baseline = dataclasses.replace(baseline, versions={**baseline.versions, key: facts[key]})
     interrupted = None
@@ -397,12 +398,12 @@ def crash_then_recover(
         interrupted = run_child(root, config, recover, recovery_crash_at, log, "recovery-1")
     run_child(root, config, recover, None, log, "recovery-2")
     events = [json.loads(line) for line in log.read_text().splitlines()]
-    problems = at_kill + crashloop.check_store(baseline, events)
+    problems = at_kill + invariants.check_store(baseline, events)
     victims = {scenario.victim, *scenario.also} if scenario.victim else set()
     for victim in sorted(victims):
-        if not work.killed and crashloop._present(baseline, victim):
+        if not work.killed and invariants.present(baseline, victim):
             problems.append(f"the work completed but {victim} is still there")
-    gone = {key for key in baseline.versions if not crashloop._present(baseline, key)}
+    gone = {key for key in baseline.versions if not invariants.present(baseline, key)}
     if gone - victims:
         problems.append(f"more than the victims went: {sorted(gone)}")
     if scenario.also and not work.killed:
@@ -440,7 +441,7 @@ def test_a_kill_after_any_step_is_finished_or_undone_at_restart(
 
     problems = [f"kill after {o.after!r}: {p}" for o in outcomes for p in o.problems]
     assert problems == []
-    assert crashloop.check_with_bentoml([outcome.baseline for outcome in outcomes]) == []
+    assert invariants.check_with_bentoml([outcome.baseline for outcome in outcomes]) == []
     assert len(outcomes) == len(points) + 1
     if scenario.name == "delete-the-version-latest-names":
         assert in_trash_order(points) == LATEST_TARGET_POINTS
@@ -474,7 +475,7 @@ def test_a_kill_during_the_recovery_of_a_kill_is_recovered_in_turn(
 
     assert [f"{o.after}: {p}" for o in outcomes for p in o.problems] == []
     assert tried >= 10, "the recoveries had too few steps to interrupt"
-    assert crashloop.check_with_bentoml([outcome.baseline for outcome in outcomes[::5]]) == []
+    assert invariants.check_with_bentoml([outcome.baseline for outcome in outcomes[::5]]) == []
 
 
 def test_a_version_saved_while_the_warden_was_down_stays_latest_after_recovery(
@@ -508,7 +509,7 @@ def restore_scenario(directory: Path, newest: bool) -> tuple[Path, Path, dict[st
     path = make_version(root, "iris", version, created=created, size=3000)
     (path / "assets").mkdir()
     (path / "assets" / "vocab.txt").write_text("a\nb\n")
-    digest = crashloop.digest_tree(path)
+    digest = invariants.digest_tree(path)
     config = config_for(root, SCENARIOS[0])
     engine = Engine(config, processes=lambda: ())
     engine.archiver = Archiver(directory / "archive", store=root)
@@ -529,7 +530,7 @@ def test_a_kill_at_any_step_of_a_restore_leaves_the_version_whole_or_absent(
         root, config_for(root, SCENARIOS[0]), restore_work(archive), None,
         tmp_path / "complete" / "audit.log", "work",
     )  # fmt: skip
-    assert crashloop.digest_tree(path) == digest
+    assert invariants.digest_tree(path) == digest
     problems: list[str] = []
     baselines = []
     for crash_at in range(len(full.points)):
@@ -540,7 +541,7 @@ def test_a_kill_at_any_step_of_a_restore_leaves_the_version_whole_or_absent(
         work = run_child(root, config, restore_work(archive), crash_at, log, "work")
         run_child(root, config, recover, None, log, "recovery")
         where = f"kill after {work.points[-1] if work.points else '(start)'!r}"
-        if path.exists() and crashloop.digest_tree(path) != digest:
+        if path.exists() and invariants.digest_tree(path) != digest:
             problems.append(f"{where}: the version is back but not whole")
         present = sorted(entry.name for entry in path.parent.iterdir() if entry.name != "latest")
         latest = (path.parent / "latest").read_text()
@@ -551,9 +552,9 @@ def test_a_kill_at_any_step_of_a_restore_leaves_the_version_whole_or_absent(
         if leftovers:
             problems.append(f"{where}: left in the state directory: {leftovers}")
         baselines.append(
-            crashloop.capture(root, tmp_path / f"crash-{crash_at}" / "outside", PROTECT)
+            invariants.capture(root, tmp_path / f"crash-{crash_at}" / "outside", PROTECT)
         )
 
     assert problems == []
     assert len(full.points) >= 3  # the rename into the store, its fsync, the event (and latest)
-    assert crashloop.check_with_bentoml(baselines) == []
+    assert invariants.check_with_bentoml(baselines) == []

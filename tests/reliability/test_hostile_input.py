@@ -42,6 +42,7 @@ from typing import Any
 
 import pytest
 
+from tests import invariants
 from tests.e2e.test_daemon import DaemonProcess
 from tests.reliability.support import (
     CliResult,
@@ -514,13 +515,13 @@ def test_hostile_input_gets_a_clear_message_no_crash_loop_and_touches_nothing_it
     for index in (1, 2, 3):
         scene.version(NAME, f"q{index}", days=40 - index)
     point_latest(store, NAME, "q3")
-    kept_before = {relative: crashloop.digest_tree(store / relative) for relative in KEPT}
+    kept_before = {relative: invariants.digest_tree(store / relative) for relative in KEPT}
     case.build(scene)
     text = case_config_text(scene)
     if text is not None:
         scene.config_file.write_bytes(text)
-    outside_before = crashloop.digest_tree(scene.outside)
-    store_before = crashloop.digest_tree(store)
+    outside_before = invariants.digest_tree(scene.outside)
+    store_before = invariants.digest_tree(store)
     arguments = ["--config", str(scene.config_file)]
     if scene.store_argument is not None:
         arguments += ["--store", str(scene.store_argument)]
@@ -542,13 +543,13 @@ def test_hostile_input_gets_a_clear_message_no_crash_loop_and_touches_nothing_it
         shown = status.stdout
     if case.says and case.says not in shown:
         problems.append(f"{case.says!r} is not said: {shown[-2000:]}")
-    if crashloop.digest_tree(scene.outside) != outside_before:
+    if invariants.digest_tree(scene.outside) != outside_before:
         problems.append("something outside the store changed")
     problems += [
         f"{relative} was removed" for relative in case.stays if not lexists(store, relative)
     ]
     problems += [f"{relative} is still there" for relative in case.goes if lexists(store, relative)]
-    if case.code != 0 and crashloop.digest_tree(store) != store_before:
+    if case.code != 0 and invariants.digest_tree(store) != store_before:
         problems.append("a run that failed changed the store")
     if case.code == 0 and case.main_name:
         problems += protected_intact(store, kept_before, case)
@@ -573,7 +574,7 @@ def protected_intact(store: Path, before: dict[str, dict[str, str]], case: Case)
     problems = [
         f"{relative} changed"
         for relative, digest in before.items()
-        if crashloop.digest_tree(store / relative) != digest
+        if invariants.digest_tree(store / relative) != digest
     ]
     if case.latest is not None and read_latest(store, NAME) != case.latest:
         problems.append(f"latest names {read_latest(store, NAME)!r}, not {case.latest}")
@@ -630,7 +631,7 @@ def test_a_daemon_keeps_running_over_a_store_full_of_hostile_entries(tmp_path: P
         scene.version(NAME, f"q{index}", days=40 - index)
     point_latest(store, NAME, "q3")
     stays = build_everything(scene)
-    outside_before = crashloop.digest_tree(scene.outside)
+    outside_before = invariants.digest_tree(scene.outside)
     scene.config_file.write_text(
         json.dumps(
             {
@@ -665,7 +666,7 @@ def test_a_daemon_keeps_running_over_a_store_full_of_hostile_entries(tmp_path: P
     assert [e for e in events if e["event"] in ("check_failed", "removal_failed")] == []
     assert {e["event"] for e in events} >= {"store_problem", "pointer_repaired", "trash_emptied"}
     assert [relative for relative in stays if not lexists(store, relative)] == []
-    assert crashloop.digest_tree(scene.outside) == outside_before
+    assert invariants.digest_tree(scene.outside) == outside_before
     for name in ("dangling", "dotdot", "linkout"):
         assert read_latest(store, name) == "v1"
 
@@ -699,7 +700,7 @@ def test_two_daemons_and_a_prune_on_one_store_never_prune_at_once(tmp_path: Path
     assert prune.code == 0, prune.text
     runs = [prune.events, *logs]
     events = [event for run in runs for event in run]
-    assert crashloop.check_store(baseline, events) == []
+    assert invariants.check_store(baseline, events) == []
     removed = [e for e in events if e["event"] == "version_removed"]
     assert removed, "nothing was pruned: the test proves nothing"
     assert len({(e["kind"], e["name"], e["version"]) for e in removed}) == len(removed)
@@ -740,7 +741,7 @@ def test_a_full_disk_while_rewriting_a_pointer_keeps_the_old_pointer_and_retries
     with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(b"f" * 4096)
-    before = crashloop.digest_tree(store / "models")
+    before = invariants.digest_tree(store / "models")
 
     full = run_cli("prune", "--config", str(config))
 
@@ -749,7 +750,7 @@ def test_a_full_disk_while_rewriting_a_pointer_keeps_the_old_pointer_and_retries
     assert "No space left on device" in failed["error"]
     assert "Traceback" not in full.stderr
     assert read_latest(store, NAME) == "q1"
-    assert crashloop.digest_tree(store / "models") == before
+    assert invariants.digest_tree(store / "models") == before
     assert run_cli("prune", "--config", str(config)).code == 1  # still full: still refused
 
     os.truncate(filler, filler.stat().st_size // 2)  # space comes back

@@ -36,9 +36,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import invariants
 from tests.e2e.test_daemon import DaemonProcess
 from tests.integration.test_bentoml_references import LOAD_NEEDED
-from tests.reliability.support import crashloop, genstore
+from tests.reliability.support import genstore
 from tests.storebuilder import make_version, point_latest
 
 pytestmark = pytest.mark.slow
@@ -274,8 +275,10 @@ def test_writers_racing_a_daemon_under_pressure_never_see_an_error_or_a_broken_l
     assert code == 0
 
     # BentoML reads what is left, and agrees with it.
-    baseline = crashloop.capture(root, tmp_path / "nothing-outside", crashloop.ProtectSpec((), ()))
-    assert crashloop.check_with_bentoml([baseline]) == []
+    baseline = invariants.capture(
+        root, tmp_path / "nothing-outside", invariants.ProtectSpec((), ())
+    )
+    assert invariants.check_with_bentoml([baseline]) == []
 
 
 # argv: seconds to run, the build context directory. Saves an iris version every
@@ -386,7 +389,7 @@ def test_bentos_built_on_the_oldest_model_while_a_daemon_prunes_it_are_never_lef
     assert len(built) >= 3, tries
     removed = [e for e in events if e["event"] == "version_removed"]
     assert {e["kind"] for e in removed} == {"models", "bentos"}, "no pressure on both kinds?"
-    assert crashloop.bentos_without_models(root) == []
+    assert invariants.bentos_without_models(root) == []
     # BentoML itself finds every model each remaining bento needs.
     loaded = subprocess.run(
         [sys.executable, "-c", LOAD_NEEDED],

@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,26 +36,16 @@ from storewarden.store import census
 from tests.conftest import Audit
 from tests.reliability.support import genstore
 from tests.storebuilder import make_version, point_latest
+from tests.waiting import WAIT, wait_until
 
 pytestmark = pytest.mark.slow
 
 VERSIONS = 10_000
 NAMES = 100
-WAIT = 120.0
 MIB = 1024 * 1024
 # The daemon's own figure is < 100 MB at 50,000 versions (docs/performance.md); here the
 # growth of a whole pytest process that also holds every audit line is allowed twice that.
 RSS_GROWTH_LIMIT = 200 * MIB
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Wait for ``condition``; fail naming ``what`` if it never holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"never happened: {what}")
 
 
 @pytest.fixture
@@ -131,6 +120,7 @@ def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
 
     wait_until(
         lambda: any(stamp(e) > flooded for e in audit.named("reconcile_finished")),
+        bool,
         "a reconcile after the flood",
     )
     with daemon._mutex:  # the index as it is between two jobs
@@ -143,6 +133,7 @@ def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
     rss_after = process.memory_info().rss
     wait_until(
         lambda: sum(stamp(e) > flooded for e in audit.named("check")) >= 3,
+        bool,
         "three checks after the flood",
     )
 
@@ -203,6 +194,7 @@ def test_an_observer_that_cannot_watch_degrades_with_a_warning_and_changes_are_s
 
     wait_until(
         lambda: [e["version"] for e in audit.named("version_added")] == ["v2"],
+        bool,
         "v2 seen by the degraded observer",
     )
     (ready,) = audit.named("daemon_ready")
