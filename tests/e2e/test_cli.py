@@ -419,14 +419,15 @@ def test_status_table_has_one_row_per_name_with_protection_counts(scenario: Scen
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"store {os.path.realpath(scenario.home)}: 7 versions")
     assert lines[1] == "triggers holding: max_store_size"
-    assert lines[2].split() == ["KIND", "NAME", "VERSIONS", "SIZE", "LATEST", "PROTECTED"]
-    rows = {line.split()[1]: line for line in lines[3:] if line.startswith("models")}
+    # The same columns, in the same order, as the table on a terminal.
+    assert lines[2].split() == ["NAME", "KIND", "VERSIONS", "SIZE", "LATEST", "PROTECTED"]
+    rows = {line.split()[0]: line for line in lines[3:] if line.split()[1:2] == ["models"]}
     assert set(rows) == {"iris", "mnist", "scratch"}
     assert rows["iris"].split()[2] == "3"
     assert "iris1d" in rows["iris"]
-    assert "keep_last:1, latest:1" in rows["iris"]
+    assert "keep_last 1, latest 1" in rows["iris"]
     assert rows["mnist"].split()[2] == "2"
-    assert "label:1" in rows["scratch"]
+    assert "label 1" in rows["scratch"]
     assert "scratch4d" in rows["scratch"]
 
 

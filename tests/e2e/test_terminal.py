@@ -133,8 +133,8 @@ def test_status_through_a_pipe_is_plain_columns_without_escapes(home: Path) -> N
     assert ESCAPE not in result.stdout
     assert "┃" not in result.stdout
     lines = result.stdout.splitlines()
-    assert lines[1].split() == ["KIND", "NAME", "VERSIONS", "SIZE", "LATEST", "PROTECTED"]
-    assert lines[2].split()[:2] == ["models", "resnet"]
+    assert lines[1].split() == ["NAME", "KIND", "VERSIONS", "SIZE", "LATEST", "PROTECTED"]
+    assert lines[2].split()[:2] == ["resnet", "models"]
     assert any(line.strip().startswith("iris:v0") and "audit hold" in line for line in lines)
 
 
