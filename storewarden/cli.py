@@ -16,34 +16,23 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import click
-from rich.console import Console
 
-from storewarden import __version__, logs, policy, terminal, views
-from storewarden import audit as trail
-from storewarden.archive import RestoreError, UnsafeArchiveDirError
-from storewarden.config import (
-    Config,
-    ConfigError,
-    human_bytes,
-    json_schema,
-    load_config,
-    parse_duration,
-)
-from storewarden.engine import (
-    AmbiguousTagError,
-    CycleResult,
-    Engine,
-    PreflightError,
-    RefusedError,
-    UnknownTagError,
-)
-from storewarden.layout import LayoutError
-from storewarden.pins import Pin, PinBoard, PinsError, check_tag, current_user
-from storewarden.prune import StoreBusyError, UnsafeStateDirError
-from storewarden.store import Kind, Snapshot
+from storewarden import __version__
+
+if TYPE_CHECKING:
+    from storewarden.config import Config
+    from storewarden.engine import CycleResult, Engine
+    from storewarden.pins import Pin, PinBoard
+    from storewarden.store import Kind, Snapshot
+    from storewarden.terminal import ProgressBar
+
+# Start-up is paid by every command a person types, so this module imports
+# only click at the top: each command imports what it uses when it runs, and
+# rich only when its output is a terminal (tests/unit/test_startup.py keeps
+# --version, --help and status off the heavy modules).
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -122,8 +111,29 @@ def quiet_when_stdout_closes(function: F) -> F:
     return cast(F, wrapper)
 
 
+def is_terminal(stream: TextIO) -> bool:
+    """Return whether ``stream`` is a terminal (False for a closed or detached stream)."""
+    try:
+        return stream.isatty()
+    except (ValueError, AttributeError):
+        return False
+
+
+def progress_bar() -> ProgressBar | None:
+    """Return a progress bar on stderr when stderr is a terminal, else None (rich unloaded)."""
+    if not is_terminal(sys.stderr):
+        return None
+    from rich.console import Console
+
+    from storewarden.terminal import ProgressBar
+
+    return ProgressBar(Console(stderr=True), audit_on_terminal=is_terminal(sys.stdout))
+
+
 def load(config_path: Path | None, store: Path | None) -> Config:
     """Return the config or exit 2 listing every problem."""
+    from storewarden.config import ConfigError, load_config
+
     try:
         return load_config(config_path, store=store)
     except ConfigError as error:
@@ -133,6 +143,8 @@ def load(config_path: Path | None, store: Path | None) -> Config:
 
 def setup_logging(config: Config, *, to_stderr: bool, stream: TextIO | None = None) -> None:
     """Configure the audit log: stdout for commands whose output is the trail, else stderr."""
+    from storewarden import logs
+
     logs.configure(
         store=config.store,
         level=config.log.level,
@@ -142,6 +154,46 @@ def setup_logging(config: Config, *, to_stderr: bool, stream: TextIO | None = No
     )
 
 
+def _exit_code(error: Exception) -> int | None:
+    """Return the documented exit code of an error the engine raises, or None to let it rise.
+
+    The error classes are imported here, when one is being handled: their
+    modules are loaded already by then, and a command that fails on nothing
+    pays nothing.
+    """
+    from storewarden.archive import RestoreError, UnsafeArchiveDirError
+    from storewarden.engine import (
+        AmbiguousTagError,
+        PreflightError,
+        RefusedError,
+        UnknownTagError,
+    )
+    from storewarden.layout import LayoutError
+    from storewarden.pins import PinsError
+    from storewarden.prune import StoreBusyError, UnsafeStateDirError
+
+    codes: tuple[tuple[type[Exception] | tuple[type[Exception], ...], int], ...] = (
+        (StoreBusyError, EXIT_BUSY),
+        (RefusedError, EXIT_REFUSED),
+        (UnknownTagError, EXIT_ERROR),
+        (
+            (
+                UnsafeStateDirError,
+                UnsafeArchiveDirError,
+                AmbiguousTagError,
+                PreflightError,
+                LayoutError,
+            ),
+            EXIT_CONFIG,
+        ),
+        ((PinsError, RestoreError, OSError), EXIT_ERROR),
+    )
+    for kinds, code in codes:
+        if isinstance(error, kinds):
+            return code
+    return None
+
+
 def handle_errors(function: F) -> F:
     """Turn the engine's errors into one line and the documented exit code."""
 
@@ -149,26 +201,13 @@ def handle_errors(function: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except StoreBusyError as error:
-            fail(str(error), EXIT_BUSY)
-        except RefusedError as error:
-            fail(str(error), EXIT_REFUSED)
-        except UnknownTagError as error:
-            fail(str(error), EXIT_ERROR)
-        except (
-            UnsafeStateDirError,
-            UnsafeArchiveDirError,
-            AmbiguousTagError,
-            PreflightError,
-            LayoutError,
-        ) as error:
-            fail(str(error), EXIT_CONFIG)
-        except (PinsError, RestoreError) as error:
-            fail(str(error), EXIT_ERROR)
-        except FileNotFoundError as error:
-            fail(str(error), EXIT_ERROR)
-        except OSError as error:
-            fail(f"{error.filename or ''}: {error.strerror or error}", EXIT_ERROR)
+        except Exception as error:
+            code = _exit_code(error)
+            if code is None:
+                raise
+            if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+                fail(f"{error.filename or ''}: {error.strerror or error}", code)
+            fail(str(error), code)
         return None
 
     return cast(F, wrapper)
@@ -208,6 +247,11 @@ def check(config_path: Path | None, store: Path | None) -> None:
     \b
     Example: storewarden check --config /etc/storewarden/storewarden.yaml
     """
+    from storewarden.archive import UnsafeArchiveDirError
+    from storewarden.engine import Engine, PreflightError
+    from storewarden.layout import LayoutError
+    from storewarden.prune import UnsafeStateDirError
+
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     try:
@@ -244,6 +288,9 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     \b
     Example: storewarden status --json | jq '.names[] | {name, bytes}'
     """
+    from storewarden import views
+    from storewarden.engine import Engine
+
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     engine = Engine(config, read_only=True)
@@ -251,7 +298,11 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
     data = views.status_data(engine, view)
     if as_json:
         click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
-    elif terminal.is_terminal(sys.stdout):
+    elif is_terminal(sys.stdout):
+        from rich.console import Console
+
+        from storewarden import terminal
+
         terminal.status_table(data, Console())
     else:
         for line in views.status_lines(data):
@@ -269,6 +320,9 @@ def plan_command(config_path: Path | None, store: Path | None, as_json: bool) ->
     \b
     Example: storewarden plan --json | jq '.remove[] | "\\(.name):\\(.version) \\(.reason)"'
     """
+    from storewarden import views
+    from storewarden.engine import Engine
+
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     engine = Engine(config, read_only=True)
@@ -294,8 +348,11 @@ def prune(config_path: Path | None, store: Path | None, dry_run: bool, wait: flo
     \b
     Example (a CI clean-up step): storewarden prune --config ci.yaml
     """
+    from storewarden import views
+    from storewarden.engine import Engine
+
     config = load(config_path, store)
-    bar = terminal.progress_bar()
+    bar = progress_bar()
     setup_logging(config, to_stderr=False, stream=bar.audit_stream() if bar else None)
     engine = Engine(config, progress=bar)
     with bar or contextlib.nullcontext():
@@ -315,7 +372,7 @@ def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
     textfile = engine.config.metrics.textfile
     if textfile is None:
         return
-    from storewarden.metrics import Metrics, totals  # noqa: PLC0415 - only when asked for
+    from storewarden.metrics import Metrics, totals
 
     metrics = Metrics()
     metrics.configure(engine.config)
@@ -349,8 +406,11 @@ def delete(
     \b
     Example: storewarden delete iris:dr4qngxj3c754ax4 iris:u27g4nhj3gkawax4
     """
+    from storewarden import views
+    from storewarden.engine import Engine
+
     config = load(config_path, store)
-    bar = terminal.progress_bar()
+    bar = progress_bar()
     setup_logging(config, to_stderr=False, stream=bar.audit_stream() if bar else None)
     engine = Engine(config, progress=bar)
     with bar or contextlib.nullcontext():
@@ -381,6 +441,8 @@ def _since_option(
 ) -> datetime | None:
     if value is None:
         return None
+    from storewarden import audit as trail
+
     try:
         return trail.parse_since(value, datetime.now(tz=UTC))
     except ValueError as error:
@@ -389,6 +451,8 @@ def _since_option(
 
 def _trail_lines(sources: tuple[str, ...]) -> Iterator[str]:
     """Yield the lines of each source in turn (``-``: stdin); exit 1 on an unreadable one."""
+    from storewarden import audit as trail
+
     for source in sources:
         if source == "-":
             yield from trail.read_lines(sys.stdin.buffer)
@@ -432,6 +496,8 @@ def audit_command(
       journalctl -u storewarden -o cat | storewarden audit - --since 7d
       storewarden audit /var/log/storewarden/audit.log* --json | jq '.removals[]'
     """
+    from storewarden import audit as trail
+
     if not sources:
         config = load(config_path, store)
         if config.log.file is None:
@@ -458,6 +524,8 @@ def schema() -> None:
     \b
     Example: storewarden schema > storewarden.schema.json
     """
+    from storewarden.config import json_schema
+
     click.echo(json.dumps(json_schema(), indent=2))
 
 
@@ -473,7 +541,7 @@ def run(config_path: Path | None, store: Path | None) -> None:
     \b
     Example: storewarden run --config /etc/storewarden/storewarden.yaml
     """
-    from storewarden.daemon import run_daemon  # noqa: PLC0415 - keeps one-shot commands light
+    from storewarden.daemon import run_daemon
 
     config = load(config_path, store)
     setup_logging(config, to_stderr=False)
@@ -493,6 +561,9 @@ def _kind(kind: str | None) -> Kind | None:
 
 def _pin_board(config: Config) -> tuple[Engine, PinBoard]:
     """Return the engine and the pins of the configured store; exit 1 if the store is missing."""
+    from storewarden.engine import Engine
+    from storewarden.pins import PinBoard
+
     engine = Engine(config)
     if not engine.root.is_dir():
         fail(f"store {engine.root} does not exist", EXIT_ERROR)
@@ -501,21 +572,25 @@ def _pin_board(config: Config) -> tuple[Engine, PinBoard]:
 
 
 def _resolve_latest(engine: Engine, tag: str, kind: Kind | None) -> list[tuple[str, Kind | None]]:
-    """Return ``(tag, kind)`` pairs to pin: ``name:latest`` becomes each kind's current version."""
+    """Return ``(tag, kind)`` pairs to pin: ``name:latest`` becomes each kind's current version.
+
+    The engine resolves it, as for ``delete``: the version latest names in
+    the store now, lower-cased as BentoML reads tags.
+    """
     name, _, version = tag.partition(":")
-    if version != "latest":
+    if version.lower() != "latest":
         return [(tag, kind)]
-    found: list[tuple[str, Kind | None]] = []
-    for each in (kind,) if kind is not None else engine.config.kinds:
-        _form, target = engine.pruner.read_pointer(each, name)
-        if target is not None:
-            found.append((f"{name}:{target}", each))
+    found: list[tuple[str, Kind | None]] = [
+        (record.tag, record.kind) for record in engine.resolve(engine.census(), tag, kind)
+    ]
     if not found:
         fail(f"{name} has no latest version to pin", EXIT_ERROR)
     return found
 
 
 def _matches_nothing(engine: Engine, pin: Pin) -> bool:
+    from storewarden import policy
+
     try:
         snapshot = engine.census()
     except OSError:
@@ -553,6 +628,10 @@ def pin(
     \b
     Example: storewarden pin iris:dr4qngxj3c754ax4 --until 7d --reason "canary in prod"
     """
+    from storewarden import logs
+    from storewarden.config import parse_duration
+    from storewarden.pins import Pin, check_tag, current_user
+
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     try:
@@ -597,6 +676,9 @@ def unpin(
     \b
     Example: storewarden unpin iris:dr4qngxj3c754ax4
     """
+    from storewarden import logs
+    from storewarden.pins import current_user
+
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     if (tag is None) == (not expired):
@@ -623,6 +705,10 @@ def pins_command(config_path: Path | None, store: Path | None, as_json: bool) ->
     \b
     Example: storewarden pins --json | jq '.[] | select(.expired | not) | .tag'
     """
+    from storewarden import views
+    from storewarden.engine import Engine
+    from storewarden.pins import PinBoard
+
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     now = datetime.now(tz=UTC)
@@ -655,6 +741,11 @@ def restore_command(
     \b
     Example: storewarden restore /var/lib/storewarden/archive/iris+dr4qngxj3c754ax4.bentomodel.tar
     """
+    from storewarden import logs
+    from storewarden.config import human_bytes
+    from storewarden.engine import Engine
+    from storewarden.pins import Pin, PinBoard, current_user
+
     config = load(config_path, store)
     setup_logging(config, to_stderr=False)
     engine = Engine(config)

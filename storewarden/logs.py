@@ -16,7 +16,19 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-import structlog
+if "rich" in sys.modules:
+    import structlog
+else:
+    # structlog.dev and structlog.tracebacks import rich when it is installed,
+    # for pretty tracebacks the audit log never prints (JSON lines, or plain
+    # console lines): a third of every command's start-up. A None entry in
+    # sys.modules makes their ``import rich`` fail as if it were absent, for
+    # this import only; rich still loads normally later, on a terminal.
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
 
 _VERSION = frozenset({"kind", "name", "version", "path", "bytes", "creation_time", "reason"})
 _REMOVAL = _VERSION | {"run_id", "used_percent_before", "used_percent_after"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import sys
 from types import TracebackType
-from typing import IO, Any, TextIO, cast
+from typing import Any, TextIO, cast
 
 from rich.console import Console
 from rich.progress import (
@@ -25,14 +25,6 @@ from rich.table import Table
 from storewarden import views
 from storewarden.config import human_bytes
 from storewarden.store import VersionRecord
-
-
-def is_terminal(stream: IO[str]) -> bool:
-    """Return whether ``stream`` is a terminal (False for a closed or detached stream)."""
-    try:
-        return stream.isatty()
-    except (ValueError, AttributeError):
-        return False
 
 
 class _AboveTheBar(io.TextIOBase):
@@ -143,13 +135,6 @@ class ProgressBar:
             versions=self._versions,
             description="removed" if self._done == self._versions else "removing",
         )
-
-
-def progress_bar() -> ProgressBar | None:
-    """Return a progress bar on stderr when stderr is a terminal, else None (quiet)."""
-    if not is_terminal(sys.stderr):
-        return None
-    return ProgressBar(Console(stderr=True), audit_on_terminal=is_terminal(sys.stdout))
 
 
 def status_table(data: dict[str, Any], console: Console) -> None:
