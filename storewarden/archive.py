@@ -101,15 +101,28 @@ def archive_file_name(
     return base if archive_format == "xz" else f"{base}.{archive_format}"
 
 
-def check_archive_dir(directory: Path, store: Path) -> None:
+def check_archive_dir(directory: Path, store: Path, state_dir: Path | None = None) -> None:
     """Raise UnsafeArchiveDirError if ``directory`` (links resolved) is in models/ or bentos/.
 
     BentoML rejects the whole store when ``models/`` or a name directory holds
     anything that is not a valid tag, and the census would count archives as
-    the store's own bytes.
+    the store's own bytes. Nor may it be the warden's state directory, or
+    lie in the trash or tmp there: the warden empties those, and the
+    archives are the only copy of what it removed.
     """
     real = Path(os.path.realpath(directory))
     root = Path(os.path.realpath(store))
+    if state_dir is not None:
+        state = Path(os.path.realpath(state_dir))
+        where = "the state directory" if real == state else None
+        for wiped in (state / "trash", state / "tmp"):
+            if real == wiped or wiped in real.parents:
+                where = f"inside {wiped}"
+        if where is not None:
+            raise UnsafeArchiveDirError(
+                f"archive.dir {directory} is {where}; the warden empties its trash and tmp"
+                " there. Put the archives elsewhere"
+            )
     for kind in ("models", "bentos"):
         kind_dir = root / kind
         if real == kind_dir or kind_dir in real.parents:
@@ -172,10 +185,11 @@ class Archiver:
         directory: Path,
         *,
         store: Path,
+        state_dir: Path | None = None,
         max_size: int | None = None,
         archive_format: Format = "tar",
     ) -> None:
-        check_archive_dir(directory, store)
+        check_archive_dir(directory, store, state_dir)
         self.directory = directory
         self.max_size = max_size
         self.format: Format = archive_format

@@ -237,6 +237,7 @@ class Engine:
             Archiver(
                 archive.dir,
                 store=self.root,
+                state_dir=self.state_dir,
                 max_size=archive.max_size,
                 archive_format=archive.format,
             )

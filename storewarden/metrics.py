@@ -61,6 +61,7 @@ PROTECTION_REASONS = (
     policy.IN_USE,
     policy.REFERENCED,
     policy.REFERENCES_UNKNOWN,
+    policy.LATEST_UNREADABLE,
 )
 # The error-level audit events the daemon counts, by name.
 ERROR_EVENTS = ("removal_failed", "check_failed", "config_rejected", "metrics_failed")

@@ -49,6 +49,9 @@ NO_SETTLED_LATEST = "no_settled_latest"
 # The same, on a kind directory that is a mount of its own: latest cannot be rewritten
 # atomically there, so the version it names goes only as its name's last.
 LATEST_ON_OWN_MOUNT = "latest_on_own_mount"
+# latest exists but cannot be read (another user's 0600 file): any version of its
+# name may be the one it names, so none goes.
+LATEST_UNREADABLE = "latest_unreadable"
 
 # A bento.yaml that changed this recently may be mid-copy: even one that parses
 # may be cut short, so what it lists is not yet all it needs.
@@ -486,6 +489,8 @@ def _classify_name(
     records = snapshot.versions_of(kind, name)
     settings = effective(config, kind, name)
     pointer_target = snapshot.pointer_target(kind, name)
+    pointer = snapshot.pointers.get((kind, name))
+    pointer_unreadable = pointer is not None and pointer.unreadable
     newest_first = [record for record in reversed(records) if record.complete]
     keep_last = {record.version for record in newest_first[: settings.keep_last]}
     retained = (
@@ -503,6 +508,8 @@ def _classify_name(
             continue
         if settings.keep_latest and record.version == pointer_target:
             reasons.insert(0, LATEST)
+        if pointer_unreadable:
+            reasons.insert(0, LATEST_UNREADABLE)
         if record.version in keep_last:
             reasons.append(KEEP_LAST)
         reason: str | None = None

@@ -61,7 +61,59 @@ class UnsafeStateDirError(Exception):
 STATE_MARKER = ".storewarden-state"
 # What a warden of an earlier release put in its state directory, before the marker.
 _OWN_ENTRIES = frozenset({"lock", "trash", "tmp", "pins.json", "pins.lock", "census-cache.json"})
-_OWN_TEMPORARY = re.compile(r"^\.(pins\.json|census-cache\.json)\.[0-9a-f]+$")
+_OWN_TEMPORARY = re.compile(r"^\.(pins\.json|census-cache\.json)\.[0-9a-f]+(\.tmp)?$")
+# The only directories a warden deletes inside, and what it names the entries in them.
+_WIPED = ("trash", "tmp")
+_TRASH_ENTRY = re.compile(r"^[0-9a-f]{1,32}-[0-9]{1,9}$")
+_TEMPORARY_ENTRY = re.compile(r"^(latest|restore)-[0-9a-f]{1,32}$")
+
+
+def _check_wiped(state_dir: Path, *, adopting: bool) -> None:
+    """Raise UnsafeStateDirError unless ``trash`` and ``tmp`` are the warden's to empty.
+
+    Each must be a real directory on the state directory's filesystem: not a
+    symlink (emptying it would empty its target) and not a mount point (that
+    would empty another filesystem). In a directory being adopted (no marker
+    yet), each must also hold only entries named as a warden names them.
+    """
+    try:
+        device = os.lstat(state_dir).st_dev
+    except FileNotFoundError:
+        return
+    for wiped in _WIPED:
+        path = state_dir / wiped
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            what = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
+            raise UnsafeStateDirError(
+                f"{path} is {what}; the warden empties it, so it must be a directory of its own"
+            )
+        if info.st_dev != device:
+            raise UnsafeStateDirError(
+                f"{path} is another filesystem mounted in the state directory; the warden"
+                " empties it: unmount it, or give the warden another state_dir"
+            )
+        if not adopting:
+            continue
+        own = _TEMPORARY_ENTRY if wiped == "tmp" else _TRASH_ENTRY
+        try:
+            entries = os.listdir(path)
+        except OSError as error:
+            raise UnsafeStateDirError(f"{path} cannot be read: {error.strerror or error}") from None
+        foreign = sorted(
+            entry
+            for entry in entries
+            if not own.match(entry) and (wiped == "tmp" or Intent.parse(entry) is None)
+        )
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise UnsafeStateDirError(
+                f"{path} holds entries that are not storewarden's ({shown}); the warden"
+                " empties it: give the warden a directory of its own"
+            )
 
 
 def check_state_dir(root: Path, state_dir: Path, device: int | None = None) -> None:
@@ -104,6 +156,7 @@ def check_state_dir(root: Path, state_dir: Path, device: int | None = None) -> N
             f"state_dir {state_dir} cannot be read: {error.strerror or error}"
         ) from None
     if STATE_MARKER in entries:
+        _check_wiped(state_dir, adopting=False)
         return
     foreign = sorted(
         entry for entry in entries if entry not in _OWN_ENTRIES and not _OWN_TEMPORARY.match(entry)
@@ -114,6 +167,7 @@ def check_state_dir(root: Path, state_dir: Path, device: int | None = None) -> N
             f"state_dir {state_dir} holds files that are not storewarden's ({shown}); the"
             " warden deletes inside its state directory: give it a directory of its own"
         )
+    _check_wiped(state_dir, adopting=True)
 
 
 def mark_state_dir(state_dir: Path) -> None:
@@ -509,6 +563,7 @@ class Pruner:
             mark_state_dir(self.state_dir)
         for directory in (self.trash, self.temporary):
             directory.mkdir(mode=0o700, exist_ok=True)
+        _check_wiped(self.state_dir, adopting=False)  # nothing swapped in since the check
         if os.stat(self.trash).st_dev != os.stat(self.root).st_dev:
             raise UnsafeStateDirError(
                 f"state_dir {self.state_dir} is on another filesystem than the store "
@@ -1029,8 +1084,8 @@ class Pruner:
         """
         repaired = 0
         for (kind_text, name), pointer in sorted(snapshot.pointers.items()):
-            if pointer.problem is None:
-                continue
+            if pointer.problem is None or pointer.unreadable:
+                continue  # an unreadable one may name any version: left as it is
             kind: Kind = "bentos" if kind_text == "bentos" else "models"
             new = self.newest_settled(kind, name, excluding=None)
             if new is None and self.newest_settled(kind, name, None, settled=False):

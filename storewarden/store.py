@@ -132,6 +132,9 @@ class Pointer:
     form: Literal["file", "symlink"]
     target: str | None
     problem: str | None = None
+    # It exists but could not be read (another user's 0600 file): what it
+    # names is unknown, so every version of the name may be it. Never repaired.
+    unreadable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +278,35 @@ class FileSystem:
     def readlink(self, path: Path) -> str:
         """Return the target text of the symlink ``path``."""
         return os.readlink(path)
+
+    def read_linked(self, path: Path, limit: int, within: Path) -> bytes:
+        """Return up to ``limit + 1`` bytes of the regular file the symlink ``path`` leads to.
+
+        BentoML follows a symlinked ``bento.yaml``; so does the census, but
+        only to a regular file inside ``within`` (the version's own
+        directory): nothing outside the store is opened, and no device or
+        FIFO at all. Raise OSError(ELOOP) for a link leading anywhere else.
+        """
+        target = Path(os.path.realpath(path))
+        home = Path(os.path.realpath(within))
+        if home not in target.parents:
+            raise OSError(errno.ELOOP, "a symlink leading out of its version", str(path))
+        try:
+            info = os.stat(target)
+        except FileNotFoundError:
+            # Not "no descriptor" (a half-written version): a link that leads
+            # nowhere is someone's doing, and the version stays protected.
+            raise OSError(errno.ELOOP, "a symlink to nothing", str(path)) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        descriptor = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            opened = os.fstat(descriptor)
+            if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+                raise OSError(errno.EAGAIN, "changed while being opened", str(path))
+            return os.read(descriptor, limit + 1)
+        finally:
+            os.close(descriptor)
 
 
 def _gone(error: OSError) -> bool:
@@ -491,12 +523,19 @@ def _read_descriptor(kind: Kind, path: Path, filesystem: FileSystem) -> _Descrip
     Only "not there" or "does not parse" can mean half written. A read error
     (EACCES while BentoML, as another user, reads it; EIO) says nothing of the
     version: it is unreadable, which protects it. A FIFO or directory in the
-    descriptor's place is no descriptor at all (EINVAL).
+    descriptor's place is no descriptor at all (EINVAL). A symlinked descriptor
+    is followed as BentoML follows it, within the version only.
     """
     file_name = DESCRIPTORS[kind]
     limit = DESCRIPTOR_LIMITS[kind]
     try:
-        descriptor = parse_descriptor(filesystem.read_bytes(path / file_name, limit), limit)
+        try:
+            raw = filesystem.read_bytes(path / file_name, limit)
+        except OSError as error:
+            if error.errno != errno.ELOOP:
+                raise
+            raw = filesystem.read_linked(path / file_name, limit, within=path)
+        descriptor = parse_descriptor(raw, limit)
     except FileNotFoundError:
         try:
             filesystem.lstat(path)
@@ -603,6 +642,8 @@ class _Census:
     problems: list[Problem] = field(default_factory=list)
     linked: set[Path] = field(default_factory=set)
     seen: set[tuple[int, int]] = field(default_factory=set)
+    # Bento directories the census could not read: the models they need are unknown.
+    unseen_bentos: list[VersionRecord] = field(default_factory=list)
 
     def kind(self, kind: Kind, root: Path) -> None:
         """Read one kind directory: every name in it."""
@@ -614,7 +655,14 @@ class _Census:
         if not stat.S_ISDIR(kind_info.st_mode):
             self.problems.append(Problem(kind_dir, "not a directory (a symlink?); not scanned"))
             return
-        for name_entry in _entries(kind_dir, self.filesystem) or ():
+        try:
+            names = _entries(kind_dir, self.filesystem)
+        except OSError as error:
+            if kind != "bentos":
+                raise
+            self._unseen(kind, "*", kind_dir, "cannot read the bentos directory", error)
+            return
+        for name_entry in names or ():
             self.name(kind, name_entry, kind_info.st_dev)
 
     def name(self, kind: Kind, name_entry: os.DirEntry[str], device: int) -> None:
@@ -637,8 +685,8 @@ class _Census:
             return
         try:
             entries = _entries(name_path, self.filesystem)
-        except PermissionError:
-            self.problems.append(Problem(name_path, "cannot read the name directory"))
+        except OSError as error:
+            self._unseen(kind, name_entry.name, name_path, "cannot read the name directory", error)
             return
         for entry in entries or ():
             # A child of one Path per name shares its parent's parts: parsing each
@@ -646,14 +694,55 @@ class _Census:
             path = name_path / entry.name
             try:
                 info = entry.stat(follow_symlinks=False)
-                if entry.name == POINTER:
-                    self.pointers[(kind, name_entry.name)] = read_pointer(
-                        kind, name_entry.name, path, self.filesystem, info
-                    )
-                    continue
             except FileNotFoundError:
                 continue
+            except OSError as error:
+                self._unseen(kind, name_entry.name, path, "cannot examine the entry", error)
+                continue
+            if entry.name == POINTER:
+                self.pointers[(kind, name_entry.name)] = self._pointer(
+                    kind, name_entry.name, path, info
+                )
+                continue
             self.entry(kind, name_entry.name, path, info)
+
+    def _pointer(self, kind: Kind, name: str, path: Path, info: os.stat_result) -> Pointer:
+        """Read one ``latest``; one that cannot be read is unknown, and stops nothing else."""
+        form: Literal["file", "symlink"] = "symlink" if stat.S_ISLNK(info.st_mode) else "file"
+        try:
+            return read_pointer(kind, name, path, self.filesystem, info)
+        except OSError as error:
+            problem = f"latest cannot be read: {error.strerror or error}"
+            return Pointer(kind, name, path, form, None, problem, unreadable=True)
+
+    def _unseen(self, kind: Kind, name: str, path: Path, what: str, error: OSError) -> None:
+        """Record a directory the census cannot read (EACCES, EIO): left alone, never stopping it.
+
+        One under ``bentos/`` may be a bento that needs any model: it counts
+        as one whose ``bento.yaml`` cannot be read, as BentoML's own
+        ``models delete`` refuses while it cannot list the bentos.
+        """
+        self.problems.append(Problem(path, f"{what}: {error.strerror or error}; left alone"))
+        if kind != "bentos":
+            return
+        moment = datetime.now(tz=UTC)
+        self.unseen_bentos.append(
+            VersionRecord(
+                kind="bentos",
+                name=name,
+                version=path.name,
+                path=path,
+                creation_time=moment,
+                creation_time_estimated=True,
+                labels={},
+                bytes=0,
+                last_change=moment,
+                complete=False,
+                readable=False,
+                problem=f"{what}: {error.strerror or error}",
+                references=None,
+            )
+        )
 
     def entry(self, kind: Kind, name: str, path: Path, info: os.stat_result) -> None:
         """Read one entry of a name directory: a version, or something left alone."""
@@ -707,6 +796,8 @@ def census(
         # Read for their references only: their pointers and problems are not ours.
         others.kind("bentos", root)
     others.versions.extend(census_linked_bentos(root))
+    others.versions.extend(found.unseen_bentos)
+    others.versions.extend(others.unseen_bentos)
     snapshot = Snapshot(
         root=root,
         versions=tuple(found.versions),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from storewarden.prune import STATE_MARKER
+from tests.conftest import _mount_tmpfs
 from tests.e2e.test_cli import run_cli
 from tests.e2e.test_daemon import DaemonProcess, fast_config, start_daemon
 from tests.storebuilder import make_version, point_latest
@@ -112,6 +114,99 @@ def test_the_state_dir_an_older_warden_left_is_adopted(store: Path, tmp_path: Pa
     assert os.listdir(state / "tmp") == []
     (emptied,) = [json.loads(line) for line in result.stdout.splitlines() if "tmp_emptied" in line]
     assert emptied["entries"] == 1
+
+
+def _older_state(store: Path) -> Path:
+    """A state directory as an older warden (before the marker) left it."""
+    state = store / ".storewarden"
+    for directory in ("trash", "tmp"):
+        (state / directory).mkdir(parents=True)
+    (state / "lock").write_text("123\n")
+    return state
+
+
+@pytest.mark.parametrize("where", ["tmp", "trash"])
+def test_an_unmarked_state_dir_whose_tmp_or_trash_holds_a_users_files_is_refused(
+    store: Path, tmp_path: Path, where: str
+) -> None:
+    # Names alone are not enough: a user's project directory called tmp/ is not ours.
+    make_version(store, "iris", "v1", set_latest=True)
+    mine = tmp_path / "my-things"
+    (mine / where / "project").mkdir(parents=True)
+    (mine / where / "project" / "notes.txt").write_text("mine\n")
+    config = config_with(tmp_path, state_dir=str(mine))
+
+    for command in ("check", "prune"):
+        result = run_cli(store, command, "--config", str(config))
+        assert result.returncode == 2, result.stderr
+        assert f"{mine / where} holds entries that are not storewarden's (project)" in (
+            result.stderr
+        )
+    assert (mine / where / "project" / "notes.txt").read_text() == "mine\n"
+    assert not (mine / STATE_MARKER).exists()
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["unmarked", "marked"])
+@pytest.mark.parametrize("where", ["tmp", "trash"])
+def test_a_tmp_or_trash_that_is_a_symlink_is_refused_and_its_target_kept(
+    store: Path, tmp_path: Path, where: str, marked: bool
+) -> None:
+    make_version(store, "iris", "v1", set_latest=True)
+    state = _older_state(store)
+    if marked:
+        (state / STATE_MARKER).touch()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.bin").write_bytes(b"p" * 100)
+    os.rmdir(state / where)
+    os.symlink(elsewhere, state / where)
+
+    for command in ("check", "prune"):
+        result = run_cli(store, command)
+        assert result.returncode == 2, result.stderr
+        assert f"{state / where} is a symlink" in result.stderr
+    assert (elsewhere / "precious.bin").read_bytes() == b"p" * 100
+
+
+@pytest.mark.tmpfs
+def test_a_filesystem_mounted_on_the_state_dirs_tmp_is_refused_and_left_whole(
+    store: Path, tmp_path: Path
+) -> None:
+    make_version(store, "iris", "v1", set_latest=True)
+    assert run_cli(store, "prune").returncode == 0  # a state directory of its own, marked
+    temporary = store / ".storewarden" / "tmp"
+    try:
+        _mount_tmpfs(temporary, "1m")
+    except (subprocess.CalledProcessError, FileNotFoundError) as error:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {error}")
+    try:
+        (temporary / "work").mkdir()
+        (temporary / "work" / "file").write_text("another filesystem's\n")
+
+        for command in ("check", "prune"):
+            result = run_cli(store, command)
+            assert result.returncode == 2, result.stderr
+            assert "another filesystem mounted in the state directory" in result.stderr
+        assert (temporary / "work" / "file").read_text() == "another filesystem's\n"
+    finally:
+        subprocess.run(["umount", "-l", str(temporary)], check=False)
+
+
+@pytest.mark.parametrize("inside", [".storewarden/trash", ".storewarden/tmp/x", ".storewarden"])
+def test_an_archive_dir_the_warden_would_empty_is_refused(
+    store: Path, tmp_path: Path, inside: str
+) -> None:
+    make_version(store, "iris", "v1", set_latest=True)
+    make_version(store, "iris", "v2", set_latest=True)
+    config = config_with(
+        tmp_path, archive={"dir": str(store / inside)}, retention={"max_versions": 1}
+    )
+
+    for command in ("check", "prune"):
+        result = run_cli(store, command, "--config", str(config))
+        assert result.returncode == 2, result.stderr
+        assert f"archive.dir {store / inside} is" in result.stderr
+    assert (store / "models" / "iris" / "v1" / "model.yaml").is_file()
 
 
 def test_a_fresh_state_dir_is_created_and_marked(store: Path, tmp_path: Path) -> None:

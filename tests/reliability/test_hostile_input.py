@@ -327,6 +327,47 @@ def unreadable_bento_yaml(scene: Scene) -> None:
     (path / "bento.yaml").chmod(0)
 
 
+def others_latest_unreadable(scene: Scene) -> None:
+    """Another name whose latest is another user's 0600 file (a root save with umask 077)."""
+    for index in (1, 2):
+        scene.version("other", f"o{index}", days=90 - index)
+    latest = point_latest(scene.store, "other", "o2")
+    if os.geteuid() != 0:
+        pytest.skip("making a file another user's needs root")
+    os.chown(latest, 65534, 65534)
+    latest.chmod(0o600)
+
+
+def locked_bento_name(scene: Scene) -> None:
+    """A bento name directory the warden cannot read: the models its bentos need are unknown."""
+    scene.version("hostile", "h1", days=90, kind="bentos", descriptor_text=bento_needing("x:y"))
+    scene.path("bentos/hostile").chmod(0)
+
+
+def bento_yaml_linked(needing: str, target: Callable[[Scene], Path] | None = None) -> Build:
+    """A bento whose bento.yaml is a symlink (to a file beside it, or to ``target``)."""
+
+    def build(scene: Scene) -> None:
+        path = scene.version(
+            "hostile", "h1", days=90, kind="bentos", descriptor_text=bento_needing(needing)
+        )
+        real = path / "bento.real.yaml"
+        (path / "bento.yaml").rename(real)
+        if target is not None:
+            real = target(scene)
+            real.write_text(bento_needing(needing))
+        os.symlink(real.name if target is None else real, path / "bento.yaml")
+
+    return build
+
+
+def bento_yaml_linked_to_a_fifo(scene: Scene) -> None:
+    bento_yaml_linked("ghost:v1")(scene)
+    real = scene.path("bentos/hostile/h1/bento.real.yaml")
+    real.unlink()
+    os.mkfifo(real)
+
+
 BROKEN = "models/broken/b1"
 HOSTILE_BENTO = "bentos/hostile/h1"
 CASES = [
@@ -384,7 +425,26 @@ CASES = [
          says="bento_reference_missing", stays=(HOSTILE_BENTO,)),
     Case("unreadable-bento-yaml", unreadable_bento_yaml, says="references_unknown",
          stays=(VICTIM, HOSTILE_BENTO), goes=(), unprivileged=True),
+    Case("unreadable-bento-name-directory", locked_bento_name,
+         says="cannot read the name directory", in_status=True, stays=(VICTIM, HOSTILE_BENTO),
+         goes=(), unprivileged=True),
+    # BentoML follows a symlinked bento.yaml: the models it lists are known.
+    Case("bento-yaml-a-symlink-beside-it", bento_yaml_linked("ghost:v1"),
+         says="bento_reference_missing", stays=(HOSTILE_BENTO,)),
+    Case("bento-yaml-a-symlink-beside-it-needing-the-victim",
+         bento_yaml_linked(f"{NAME}:q1"), says="referenced", in_status=True,
+         stays=(VICTIM, HOSTILE_BENTO), goes=()),
+    # ... but the census opens nothing outside the store: unknown, so every model stays.
+    Case("bento-yaml-a-symlink-out-of-the-store",
+         bento_yaml_linked("ghost:v1", lambda scene: scene.outside / "bento.yaml"),
+         says="references_unknown", stays=(VICTIM, HOSTILE_BENTO), goes=()),
+    Case("bento-yaml-a-symlink-to-a-fifo-beside-it", bento_yaml_linked_to_a_fifo,
+         says="not a regular file", in_status=True, stays=(HOSTILE_BENTO,)),
     # -- latest --
+    Case("latest-of-another-name-unreadable", others_latest_unreadable,
+         says="latest cannot be read", in_status=True,
+         stays=("models/other/o1", "models/other/o2", "models/other/latest"),
+         unprivileged=True),
     Case("latest-names-a-missing-version", pointer(lambda p, _s: p.write_text("q9")),
          says="pointer names missing version", stays=KEPT),
     Case("latest-is-dot-dot", pointer(lambda p, _s: p.write_text("..")), says="not a version",
