@@ -2,8 +2,10 @@
 
 A version is in use when a process has a file under it open or
 memory-mapped, has its working directory under it, or names its path or its
-tag on its command line. Processes that cannot be inspected (another user's,
-without CAP_SYS_PTRACE) are counted and reported, never fatal.
+tag on its command line, unless its environment sends BentoML to another
+store (``BENTOML_HOME`` set to a directory that is not this store: BentoML
+resolves its tags there). Processes that cannot be inspected (another
+user's, without CAP_SYS_PTRACE) are counted and reported, never fatal.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class ProcessView:
     paths: tuple[str, ...]
     complete: bool = True
     inodes: frozenset[Inode] = frozenset()
+    # BENTOML_HOME in the environment it started with; None if unset or unreadable.
+    bentoml_home: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,34 @@ def inspect_processes() -> Iterator[ProcessView]:
             paths=tuple(held.paths),
             complete=complete,
             inodes=held.inodes,
+            # Only a command line that may hold a tag makes the environment matter.
+            bentoml_home=_bentoml_home(process.pid) if any(":" in a for a in cmdline) else None,
         )
+
+
+def _bentoml_home(pid: int) -> str | None:
+    """Return BENTOML_HOME from ``/proc/<pid>/environ``; None if unset or unreadable."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    for item in data.split(b"\0"):
+        if item.startswith(b"BENTOML_HOME="):
+            return os.fsdecode(item.removeprefix(b"BENTOML_HOME="))
+    return None
+
+
+def _elsewhere(view: ProcessView, real_root: str, cache: dict[str, str]) -> bool:
+    """Return whether the process's BENTOML_HOME is a store other than this one.
+
+    Unset or unreadable counts as this store (BentoML's default may be it):
+    failing safe.
+    """
+    home = view.bentoml_home
+    if not home:
+        return False
+    return _resolve(os.path.expanduser(home), view.cwd, cache).rstrip("/") != real_root
 
 
 @dataclass(frozen=True)
@@ -226,6 +257,12 @@ class ProcessTable:
     by_inode: Mapping[Inode, str] = field(default_factory=dict)
 
 
+def _tokens(cmdline: Iterable[str]) -> Iterator[str]:
+    """Yield the words of a command line: each argument split at spaces, ``=``, quotes."""
+    for argument in cmdline:
+        yield from (token for token in _TOKEN_SPLIT.split(argument) if token)
+
+
 def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
     """Given the store root and process views, return them indexed by version and tag."""
     root_text = str(root).rstrip("/") + "/"
@@ -233,6 +270,7 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
     by_token: dict[str, str] = {}
     by_inode: dict[Inode, str] = {}
     resolved: dict[str, str] = {}
+    real_root = _resolve(str(root), None, resolved).rstrip("/")
     seen = uninspectable = 0
     for view in views:
         seen += 1
@@ -249,18 +287,17 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
             key = _relative_version(view.cwd + "/", root_text)
             if key is not None:
                 by_version.setdefault(key, f"{who} works in {view.cwd}")
-        for argument in view.cmdline:
-            for token in _TOKEN_SPLIT.split(argument):
-                if not token:
-                    continue
-                why = f"{who} names {token} on its command line"
-                key = _relative_version(token + "/", root_text)
-                if key is None and "/" in token:
-                    # Through a symlink (~/bentoml -> /data/bentoml, /srv/current -> a
-                    # version): /proc shows open files and cwd resolved, arguments not.
-                    key = _relative_version(_resolve(token, view.cwd, resolved) + "/", root_text)
-                if key is not None:
-                    by_version.setdefault(key, why)
+        elsewhere = _elsewhere(view, real_root, resolved)
+        for token in _tokens(view.cmdline):
+            why = f"{who} names {token} on its command line"
+            key = _relative_version(token + "/", root_text)
+            if key is None and "/" in token:
+                # Through a symlink (~/bentoml -> /data/bentoml, /srv/current -> a
+                # version): /proc shows open files and cwd resolved, arguments not.
+                key = _relative_version(_resolve(token, view.cwd, resolved) + "/", root_text)
+            if key is not None:
+                by_version.setdefault(key, why)
+            if not elsewhere:  # a tag names a version of the store BentoML uses there
                 by_token.setdefault(token, why)
     return ProcessTable(by_version, by_token, seen, uninspectable, by_inode)
 

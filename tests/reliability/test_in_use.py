@@ -226,3 +226,53 @@ def test_a_version_held_through_another_path_to_the_store_is_seen_by_device_and_
     assert [e["version"] for e in while_held.named("version_removed")] == ["v2"]
     assert versions[0].is_dir()
     assert (versions[0] / "weights.bin").read_bytes() == b"w" * 4096
+
+
+@pytest.mark.parametrize(
+    ("home", "held_stays"),
+    [("another-store", False), ("this-store-through-a-symlink", True), ("this-store", True)],
+)
+def test_a_tag_on_a_command_line_holds_only_in_the_store_bentoml_uses_there(
+    tmp_path: Path, holders: list[subprocess.Popen[str]], home: str, held_stays: bool
+) -> None:
+    # BentoML resolves a tag in BENTOML_HOME: `bentoml serve numbat:v1` run for
+    # another store holds nothing here (a CI agent with one store per job).
+    store = tmp_path / "bentoml"
+    for index in (1, 2, 3):
+        make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
+    point_latest(store, NAME, "v3")
+    (tmp_path / "other-store").mkdir()
+    os.symlink(store, tmp_path / "link-to-store")
+    bentoml_home = {
+        "another-store": tmp_path / "other-store",
+        "this-store-through-a-symlink": tmp_path / "link-to-store",
+        "this-store": store,
+    }[home]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(store),
+                "protect": {"min_age": "0s", "settle": "0s"},
+                "retention": {"max_versions": 1},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", WAIT, "serve", f"{NAME}:v1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
+    )
+    holders.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline() == "holding\n"
+
+    result = run_cli("prune", "--config", str(config))
+
+    assert result.code == 0, result.text
+    removed = sorted(event["version"] for event in result.named("version_removed"))
+    assert removed == (["v2"] if held_stays else ["v1", "v2"])
+    assert (store / "models" / NAME / "v1").exists() == held_stays
