@@ -5,7 +5,9 @@ memory-mapped, has its working directory under it, or names its path or its
 tag on its command line, unless its environment sends BentoML to another
 store (``BENTOML_HOME`` set to a directory that is not this store: BentoML
 resolves its tags there). Processes that cannot be inspected (another
-user's, without CAP_SYS_PTRACE) are counted and reported, never fatal.
+user's, without CAP_SYS_PTRACE) are counted and reported, never fatal. The
+command lines of storewarden's own commands are not read: they name what
+they remove, pin or restore, and use nothing.
 """
 
 from __future__ import annotations
@@ -257,6 +259,17 @@ class ProcessTable:
     by_inode: Mapping[Inode, str] = field(default_factory=dict)
 
 
+def _is_warden(cmdline: tuple[str, ...]) -> bool:
+    """Return whether a command line runs storewarden itself (its script, or ``-m storewarden``)."""
+    if cmdline and os.path.basename(cmdline[0]) == "storewarden":
+        return True
+    head = cmdline[1:6]
+    return any(
+        argument == "-m" and following == "storewarden"
+        for argument, following in zip(head, head[1:], strict=False)
+    )
+
+
 def _tokens(cmdline: Iterable[str]) -> Iterator[str]:
     """Yield the words of a command line: each argument split at spaces, ``=``, quotes."""
     for argument in cmdline:
@@ -287,6 +300,8 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
             key = _relative_version(view.cwd + "/", root_text)
             if key is not None:
                 by_version.setdefault(key, f"{who} works in {view.cwd}")
+        if _is_warden(view.cmdline):
+            continue  # `storewarden delete iris:v1` names what it removes, not what it uses
         elsewhere = _elsewhere(view, real_root, resolved)
         for token in _tokens(view.cmdline):
             why = f"{who} names {token} on its command line"

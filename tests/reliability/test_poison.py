@@ -69,9 +69,15 @@ def fifo(path: Path) -> None:
 
 
 def unix_socket(path: Path) -> None:
+    # Bound by a relative name: the full path can exceed sun_path's 108 bytes.
     server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path / "control.sock"))
-    server.close()
+    here = os.getcwd()
+    os.chdir(path)
+    try:
+        server.bind("control.sock")
+    finally:
+        os.chdir(here)
+        server.close()
 
 
 POISONS: dict[str, Callable[[Path], None]] = {
