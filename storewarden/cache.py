@@ -21,8 +21,8 @@ from typing import Any
 from storewarden import durable
 from storewarden.store import NO_LABELS, Kind, Stamp, VersionRecord, is_valid_tag_part
 
-# 2: a bento's record holds the model tags it needs.
-FORMAT = 2
+# 2: a bento's record holds the model tags it needs. 3: an arrival keeps its stamp.
+FORMAT = 3
 FILE_NAME = "census-cache.json"
 _ROW_LENGTH = 10
 
@@ -60,10 +60,10 @@ class CensusCache:
         self.root = root
         self._rows: dict[str, list[Any]] = {}
         self._fresh: dict[str, list[Any]] = {}
-        # When each version was first seen in this store (seconds): kept for as long
-        # as the version is there, whatever happens to its directory's stamp.
-        self._arrivals: dict[str, float] = {}
-        self._fresh_arrivals: dict[str, float] = {}
+        # When each version was first seen in this store: [inode, mtime_ns, ctime_ns,
+        # seconds], the stamp its directory had when last seen with it.
+        self._arrivals: dict[str, list[float]] = {}
+        self._fresh_arrivals: dict[str, list[float]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -89,9 +89,12 @@ class CensusCache:
         arrivals = data.get("arrivals")
         if isinstance(arrivals, dict):
             self._arrivals = {
-                key: float(value)
+                key: value
                 for key, value in arrivals.items()
-                if isinstance(key, str) and isinstance(value, int | float) and math.isfinite(value)
+                if isinstance(key, str)
+                and isinstance(value, list)
+                and len(value) == 4
+                and all(isinstance(item, int | float) and math.isfinite(item) for item in value)
             }
 
     def lookup(
@@ -134,12 +137,23 @@ class CensusCache:
         ]
 
     def arrival(self, kind: Kind, name: str, version: str, stamp: Stamp) -> datetime:
-        """Return when a version was first seen here; the first time, its directory's ctime."""
+        """Return when a version was first seen here; the first time, its directory's ctime.
+
+        Only while its directory keeps the stamp it had: one that changed may
+        be another directory under the same tag (deleted and imported again,
+        perhaps on the same inode), so its arrival moves on to the new ctime,
+        never back. Later is the safe side: min_age and max_age count from it.
+        """
         key = f"{kind}/{name}/{version}"
-        seen = self._arrivals.get(key)
-        if seen is None:
-            seen = stamp.ctime_ns / 1e9
-        self._fresh_arrivals[key] = seen
+        row = self._arrivals.get(key)
+        ctime = stamp.ctime_ns / 1e9
+        if row is None:
+            seen = ctime
+        elif row[:3] == [stamp.inode, stamp.mtime_ns, stamp.ctime_ns]:
+            seen = row[3]
+        else:
+            seen = max(row[3], ctime)
+        self._fresh_arrivals[key] = [stamp.inode, stamp.mtime_ns, stamp.ctime_ns, seen]
         try:
             return datetime.fromtimestamp(seen, tz=UTC)
         except (OverflowError, ValueError, OSError):

@@ -29,6 +29,7 @@ from storewarden.store import (
     is_valid_tag_part,
     read_pointer,
 )
+from storewarden.tags import is_store_name
 
 # What an event touched: (kind, name or None, version or None).
 Touched = tuple[str, str | None, str | None]
@@ -129,6 +130,8 @@ class Index:
         if parts[0] not in self.watched_kinds:
             return None
         name = parts[1] if len(parts) > 1 and parts[1] else None
+        if name is not None and not is_store_name(name) and is_valid_tag_part(name):
+            return None  # a version the warden itself is removing in place
         version = parts[2] if len(parts) > 2 and parts[2] else None
         return (parts[0], name, version)
 
@@ -188,7 +191,7 @@ class Index:
             entries = self.filesystem.scandir(self.root / kind)
         except OSError:
             entries = []
-        found |= {(kind, entry.name) for entry in entries if is_valid_tag_part(entry.name)}
+        found |= {(kind, entry.name) for entry in entries if is_store_name(entry.name)}
         return found
 
     def _versions_under(self, kind: str, name: str) -> set[tuple[str, str, str]]:

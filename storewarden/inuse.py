@@ -12,6 +12,7 @@ they remove, pin or restore, and use nothing.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
@@ -266,7 +267,7 @@ def _is_warden(cmdline: tuple[str, ...]) -> bool:
     head = cmdline[1:6]
     return any(
         argument == "-m" and following == "storewarden"
-        for argument, following in zip(head, head[1:], strict=False)
+        for argument, following in itertools.pairwise(head)
     )
 
 

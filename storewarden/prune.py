@@ -27,7 +27,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from storewarden.store import (
     is_valid_tag_part,
     read_pointer,
 )
+from storewarden.tags import REMOVING_PREFIX
 
 
 class StoreBusyError(Exception):
@@ -455,7 +456,7 @@ class Intent:
         if len(fields) != _INTENT_FIELDS:
             return None
         intent_id, kind, name, version, reason, size, created, pointer = fields
-        if kind not in ("models", "bentos") or pointer not in ("-", "f", "s", "i", "r"):
+        if kind not in ("models", "bentos") or pointer not in ("-", "f", "s", "i", "h", "r"):
             return None
         if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
             return None
@@ -805,6 +806,15 @@ class Pruner:
         self.operations.unlink(intent_path)
         return outcome
 
+    def hidden(self, intent: Intent) -> Path:
+        """Return where a version removed in place waits while its files go.
+
+        A name directory of its kind (``storewarden-removing-<intent id>``):
+        a valid tag, so ``bentoml models list`` keeps working, but no tag of
+        the version resolves there, so nothing can be built on it or load it.
+        """
+        return self.root / intent.kind / f"{REMOVING_PREFIX}{intent.intent_id}" / intent.version
+
     def _remove_in_place(
         self,
         record: VersionRecord,
@@ -812,16 +822,19 @@ class Pruner:
         intent_id: str,
         announce: Callable[[RemovalOutcome], None] | None,
     ) -> RemovalOutcome:
-        """Remove a version of a kind that is a mount of its own, where it stands.
+        """Remove a version of a kind that is a mount of its own, on that mount.
 
-        No trash can be on that mount, so the version cannot leave the store
-        in one rename. Its intent (in the store root's trash) lets a restart
-        finish the job; the files go deepest first and its descriptor last, so
-        ``bentoml models list`` keeps working throughout (a directory without
-        a descriptor would break it for the whole store). ``latest`` cannot be
-        rewritten atomically there either, so a version it names goes only
-        when it is its name's last (the pointer then goes too). Raise
-        OwnMountLatestError otherwise.
+        No trash can be on that mount, so the version leaves its name in one
+        rename into a hidden name directory beside it (see :meth:`hidden`):
+        from then on BentoML cannot resolve it, and its files go deepest
+        first with the descriptor last, so BentoML's listing stays valid
+        throughout. The intent (in the store root's trash) lets a restart
+        finish or undo it. ``latest`` cannot be rewritten atomically on such
+        a mount, so a version it names goes only as its name's last (the
+        pointer then goes too); raise OwnMountLatestError otherwise. Files
+        that cannot be removed (another user's read-only directory) are
+        logged as ``trash_not_emptied`` and retried at the next start: the
+        version is out of the store already.
         """
         kind, name = record.kind, record.name
         _form, current = self.read_pointer(kind, name)
@@ -842,17 +855,51 @@ class Pruner:
             pointer="i",
         )
         intent_path = self._write_intent(intent, self.trash, durable=True)
-        if moves_pointer:
-            self._move_pointer_off(record, None, None)
-        freed = self.operations.remove_tree(record.path, last=DESCRIPTORS[kind])
+        hidden = self.hidden(intent)
+        try:
+            self.operations.mkdir(hidden.parent, mode=0o700)
+            self.operations.rename(record.path, hidden)
+        except Exception:
+            # Still in the store: put things back now rather than at the next start.
+            if os.path.lexists(record.path):
+                with contextlib.suppress(OSError):
+                    self.operations.rmdir(hidden.parent)
+                self._undo(intent, intent_path, None)
+            raise
         self.operations.fsync_dir(record.path.parent)
-        if moves_pointer:
+        self.operations.fsync_dir(hidden.parent.parent)
+        if moves_pointer:  # dangling for an instant, as after BentoML's own delete
+            self._move_pointer_off(record, None, None)
             self.remove_name_if_empty(kind, name)
-        outcome = RemovalOutcome(record, freed, current if moves_pointer else None, None)
+        freed = self._empty_hidden(intent)
+        outcome = RemovalOutcome(record, freed or 0, current if moves_pointer else None, None)
         if announce is not None:
             announce(outcome)
-        self.operations.unlink(intent_path)
+        self._settle_hidden(intent, intent_path, emptied=freed is not None)
         return outcome
+
+    def _empty_hidden(self, intent: Intent) -> int | None:
+        """Delete a hidden version and its directory; return bytes freed, None if it must wait."""
+        hidden = self.hidden(intent)
+        try:
+            freed = self.operations.remove_tree(hidden, last=DESCRIPTORS[intent.kind])
+            with contextlib.suppress(FileNotFoundError):
+                self.operations.rmdir(hidden.parent)
+            self.operations.fsync_dir(hidden.parent.parent)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EROFS, errno.EIO):
+                raise
+            self.log.error("trash_not_emptied", path=str(hidden.parent), error=str(error))
+            return None
+        return freed
+
+    def _settle_hidden(self, intent: Intent, intent_path: Path, *, emptied: bool) -> None:
+        """Drop the intent of an announced removal, or keep it as ``h`` (only emptying left)."""
+        if emptied:
+            self.operations.unlink(intent_path)
+        elif intent.pointer != "h":
+            waiting = replace(intent, pointer="h")
+            self.operations.rename(intent_path, intent_path.with_name(waiting.file_name()))
 
     def _move_pointer_off(self, record: VersionRecord, form: str | None, new: str | None) -> None:
         """Point ``latest`` (which names ``record``) at ``new``, or remove it if None."""
@@ -916,6 +963,11 @@ class Pruner:
             if intent.pointer == "r":  # a restore: latest follows if the version came back
                 if os.path.lexists(self.root / intent.kind / intent.name / intent.version):
                     self.point_at_restored(intent.kind, intent.name, intent.version)
+            elif intent.pointer in ("i", "h"):
+                finished = self._finish_hidden(intent, trash / entry, percent)
+                completed += finished is True
+                rolled_back += finished is False
+                continue
             elif self._finish_intent(intent, percent):
                 completed += 1
                 self._empty_trash_entry(trash / intent.intent_id)
@@ -925,6 +977,8 @@ class Pruner:
             self.operations.unlink(trash / entry)
         entries = trash_bytes = 0
         for leftover in self._listing(trash):
+            if Intent.parse(leftover) is not None:
+                continue  # a removal in place whose files must wait (``h``)
             freed = self._empty_trash_entry(trash / leftover)
             if freed is not None:
                 trash_bytes += freed
@@ -969,6 +1023,49 @@ class Pruner:
         except FileNotFoundError:
             return []
 
+    def _log_recovered(self, intent: Intent, percent: float) -> None:
+        """Log ``version_removed`` for a removal a restart finished."""
+        self.log.info(
+            "version_removed",
+            kind=intent.kind,
+            name=intent.name,
+            version=intent.version,
+            path=str(self.root / intent.kind / intent.name / intent.version),
+            bytes=intent.bytes,
+            creation_time=datetime.fromtimestamp(intent.created, tz=UTC).isoformat(),
+            reason=intent.reason,
+            run_id=intent.intent_id.split("-")[0],
+            used_percent_before=round(percent, 2),
+            used_percent_after=round(percent, 2),
+            recovered=True,
+        )
+
+    def _finish_hidden(self, intent: Intent, intent_path: Path, percent: float) -> bool | None:
+        """Finish or undo a removal in place; True if finished, False if undone, None if neither.
+
+        Hidden (renamed away) means done: BentoML could not resolve it since,
+        so nothing can have started to need it, and only emptying is left.
+        Still in its place means the rename never happened: nothing to undo
+        but the empty hidden directory, whatever was pinned or built since.
+        ``h`` is a removal already logged whose files could not all go.
+        """
+        kind, name, version = intent.kind, intent.name, intent.version
+        hidden = self.hidden(intent)
+        in_place = os.path.lexists(self.root / kind / name / version)
+        if intent.pointer == "i" and not os.path.lexists(hidden) and in_place:
+            with contextlib.suppress(OSError):
+                self.operations.rmdir(hidden.parent)
+            self.operations.unlink(intent_path)
+            self.log.info("removal_rolled_back", kind=kind, name=name, version=version)
+            return False
+        if intent.pointer == "i":
+            self._log_recovered(intent, percent)
+        if self.read_pointer(kind, name) == (None, None):
+            self.remove_name_if_empty(kind, name)
+        emptied = self._empty_hidden(intent) is not None
+        self._settle_hidden(intent, intent_path, emptied=emptied)
+        return True if intent.pointer == "i" else None
+
     def _finish_intent(self, intent: Intent, percent: float) -> bool:
         """Return True if the intent's version had left the store, False if rolled back.
 
@@ -978,11 +1075,7 @@ class Pruner:
         """
         kind, name, version = intent.kind, intent.name, intent.version
         path = self.root / kind / name / version
-        if intent.pointer == "i" and os.path.lexists(path):
-            # Removed in place, interrupted: files may be gone already, so it is finished.
-            self.operations.remove_tree(path, last=DESCRIPTORS[kind])
-            self.operations.fsync_dir(path.parent)
-        moved = intent.pointer not in ("-", "i")
+        moved = intent.pointer != "-"
         form = "symlink" if intent.pointer == "s" else "file"
         if os.path.lexists(path):
             if moved:
@@ -1000,20 +1093,7 @@ class Pruner:
                     )
             self.log.info("removal_rolled_back", kind=kind, name=name, version=version)
             return False
-        self.log.info(
-            "version_removed",
-            kind=kind,
-            name=name,
-            version=version,
-            path=str(self.root / kind / name / version),
-            bytes=intent.bytes,
-            creation_time=datetime.fromtimestamp(intent.created, tz=UTC).isoformat(),
-            reason=intent.reason,
-            run_id=intent.intent_id.split("-")[0],
-            used_percent_before=round(percent, 2),
-            used_percent_after=round(percent, 2),
-            recovered=True,
-        )
+        self._log_recovered(intent, percent)
         if moved and self.read_pointer(kind, name) == (None, None):
             self.remove_name_if_empty(kind, name)
         return True

@@ -23,7 +23,7 @@ import yaml
 
 from storewarden.descriptor import read_plain
 from storewarden.references import bento_references
-from storewarden.tags import MAX_TAG_LENGTH, TAG_PATTERN, is_valid_tag_part
+from storewarden.tags import MAX_TAG_LENGTH, TAG_PATTERN, is_store_name, is_valid_tag_part
 
 try:  # the C loader is several times faster on thousands of descriptors
     from yaml import CSafeLoader as SafeLoader
@@ -668,6 +668,8 @@ class _Census:
     def name(self, kind: Kind, name_entry: os.DirEntry[str], device: int) -> None:
         """Read one name directory: its versions, its pointer and what is wrong in it."""
         name_path = Path(name_entry.path)
+        if not is_store_name(name_entry.name) and is_valid_tag_part(name_entry.name):
+            return  # a version the warden is removing in place: no longer the store's
         if not is_valid_tag_part(name_entry.name):
             self.problems.append(Problem(name_path, "name is not a valid BentoML tag"))
             return
@@ -833,7 +835,7 @@ def census_linked_bentos(root: Path) -> tuple[VersionRecord, ...]:
         return ()
     for name_entry in names:
         try:
-            if not is_valid_tag_part(name_entry.name) or not name_entry.is_dir():
+            if not is_store_name(name_entry.name) or not name_entry.is_dir():
                 continue
             name_linked = kind_linked or name_entry.is_symlink()
             versions = sorted(os.scandir(name_entry.path), key=lambda entry: entry.name)
@@ -972,7 +974,7 @@ class BentoScan:
         except OSError:
             return linked
         for name_entry in names:
-            if not is_valid_tag_part(name_entry.name) or not _is_real_dir(name_entry):
+            if not is_store_name(name_entry.name) or not _is_real_dir(name_entry):
                 continue
             name_path = kind_dir / name_entry.name
             try:

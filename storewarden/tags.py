@@ -8,9 +8,20 @@ TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
 MAX_TAG_LENGTH = 63
 
 
+# Where a version removed in place (its kind directory a mount of its own) waits
+# while its files go: a name directory BentoML lists, as it must be a valid tag,
+# but under which no tag of the version resolves. Never a name of the store's.
+REMOVING_PREFIX = "storewarden-removing-"
+
+
 def is_valid_tag_part(text: str) -> bool:
     """Return whether ``text`` is a valid BentoML name or version."""
     return len(text) <= MAX_TAG_LENGTH and TAG_PATTERN.match(text) is not None
+
+
+def is_store_name(text: str) -> bool:
+    """Return whether ``text`` names versions of the store (a valid name, not one being removed)."""
+    return is_valid_tag_part(text) and not text.startswith(REMOVING_PREFIX)
 
 
 # A tag part as BentoML spells it, plus the glob characters * ? [ ] !.

@@ -194,7 +194,8 @@ def backdate_arrivals(root: Path, arrivals: Mapping[tuple[str, str, str], dateti
     A version's time in the store is when the warden first saw it (its
     directory's ctime then), which a test cannot set on a directory it has
     just made; this writes it into the census cache of the store's default
-    state directory (``kind/name/version`` -> seconds), which the census reads.
+    state directory (``kind/name/version`` -> the directory's stamp now and
+    the seconds), which the census reads while the directory keeps that stamp.
     """
     from storewarden.cache import FILE_NAME, FORMAT  # noqa: PLC0415 - tests only
     from storewarden.prune import STATE_MARKER  # noqa: PLC0415
@@ -207,8 +208,13 @@ def backdate_arrivals(root: Path, arrivals: Mapping[tuple[str, str, str], dateti
         "root": os.path.realpath(root),
         "entries": {},
         "arrivals": {
-            f"{kind}/{name}/{version}": moment.timestamp()
+            f"{kind}/{name}/{version}": [*_stamp(root / kind / name / version), moment.timestamp()]
             for (kind, name, version), moment in arrivals.items()
         },
     }
     (state / FILE_NAME).write_text(json.dumps(data))
+
+
+def _stamp(path: Path) -> list[int]:
+    info = os.stat(path)
+    return [info.st_ino, info.st_mtime_ns, info.st_ctime_ns]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from storewarden.cache import FILE_NAME, FORMAT, CensusCache
 from storewarden.config import build_config
 from storewarden.engine import Engine
 from storewarden.store import Snapshot, census
-from tests.storebuilder import make_series, make_version
+from tests.storebuilder import NOW, backdate_arrivals, make_series, make_version
 
 
 def engine_for(store: Path) -> Engine:
@@ -147,21 +149,51 @@ def test_a_read_only_command_never_creates_the_state_directory(store: Path) -> N
     assert not (store / ".storewarden").exists()
 
 
-def test_when_a_version_was_first_seen_is_kept_across_runs_and_changes(
+def test_when_a_version_was_first_seen_is_kept_across_runs_while_its_directory_is_unchanged(
     cached_store: Path,
 ) -> None:
     engine = engine_for(cached_store)
     first = {record.path: record.arrived for record in engine.census().versions}
     version = next(iter(first))
     time.sleep(0.05)
-    version.chmod(0o750)  # moves the directory's ctime, as any change inside would
 
     again = {record.path: record.arrived for record in engine_for(cached_store).census().versions}
 
     assert again == first
     assert all(arrived is not None for arrived in again.values())
-    # Without the cache, the directory's ctime now stands in.
-    cold = {record.path: record.arrived for record in census(cached_store).versions}
-    cold_arrival, first_arrival = cold[version], first[version]
-    assert cold_arrival is not None and first_arrival is not None
-    assert cold_arrival > first_arrival
+    version.chmod(0o750)  # moves the directory's ctime, as any change inside would
+    changed = {record.path: record.arrived for record in engine_for(cached_store).census().versions}
+    # A directory that changed may be another one under the same tag: it arrived
+    # no earlier than its ctime now, and the others keep theirs.
+    assert changed[version] == datetime.fromtimestamp(version.stat().st_ctime_ns / 1e9, tz=UTC)
+    assert changed[version] > first[version]  # type: ignore[operator]
+    assert {path: arrived for path, arrived in changed.items() if path != version} == {
+        path: arrived for path, arrived in first.items() if path != version
+    }
+
+
+def test_a_version_deleted_and_imported_again_under_its_tag_arrives_anew(store: Path) -> None:
+    # bentoml models delete iris:v1, then bentoml models import of its export:
+    # the same tag and creation_time, but it came to the store just now.
+    long_ago = NOW - timedelta(days=100)
+    make_version(store, "iris", "v1", created=long_ago)
+    make_version(store, "iris", "v2", created=NOW - timedelta(days=1), set_latest=True)
+    backdate_arrivals(store, {("models", "iris", "v1"): long_ago})
+    config = build_config(
+        {
+            "store": str(store),
+            "protect": {"min_age": "0s", "settle": "0s", "keep_last": 0},
+            "retention": {"max_age": "30d"},
+        }
+    )
+    planned = Engine(config).make_plan().plan.removals
+    assert [r.version.version for r in planned] == ["v1"]  # as recorded: 100 days in the store
+    shutil.rmtree(store / "models" / "iris" / "v1")
+    make_version(store, "iris", "v1", created=long_ago)
+
+    (record,) = [r for r in Engine(config).census().versions if r.version == "v1"]
+    result = Engine(config).cycle()
+
+    assert record.arrived is not None and record.arrived > NOW
+    assert result.removed == ()
+    assert (store / "models" / "iris" / "v1").is_dir()

@@ -22,7 +22,6 @@ import pytest
 
 from storewarden.config import build_config
 from storewarden.engine import Engine
-from storewarden.prune import Operations
 from storewarden.store import census
 from tests.conftest import Audit
 from tests.storebuilder import NOW, make_version, point_latest
@@ -429,39 +428,3 @@ def test_a_models_filesystem_of_its_own_is_measured_and_pruned_on_its_own(
     assert sorted(os.listdir(root / "models")) == ["iris"]  # nothing of the warden's in models/
     filesystems = audit.named("prune_started")[0]["usage"]["filesystems"]
     assert [fs["kinds"] for fs in filesystems] == [["bentos"], ["models"]]
-
-
-def test_a_removal_in_place_interrupted_is_finished_at_restart_descriptor_last(
-    split_store: tuple[Path, Path], audit: Audit
-) -> None:
-    root, _disk_b = split_store
-    victim = make_version(root, "iris", "v1", created=NOW - timedelta(days=9))
-    (victim / "assets").mkdir()
-    (victim / "assets" / "vocab.txt").write_text("a\n")
-    make_version(root, "iris", "v2", created=NOW - timedelta(days=2))
-    point_latest(root, "iris", "v2")
-    order: list[str] = []
-
-    class Stop(BaseException):
-        """Stands for a crash."""
-
-    class Recording(Operations):
-        def step(self, name: str, path: Path) -> None:
-            if name == "unlink" and path.parent.name in ("v1", "assets"):
-                order.append(path.name)
-                if len(order) == 2:
-                    raise Stop
-
-    config = engine_for(root).config
-    with pytest.raises(Stop):
-        Engine(config, operations=Recording()).delete(["iris:v1"])
-    assert (victim / "model.yaml").is_file()  # still listed by BentoML: its descriptor goes last
-
-    engine = Engine(config)
-    with engine.lock.held():
-        engine.recover()
-
-    assert not victim.exists()
-    assert "model.yaml" not in order
-    (event,) = [e for e in audit.named("version_removed") if e.get("recovered")]
-    assert event["version"] == "v1"
