@@ -42,6 +42,7 @@ from typing import Any
 
 import pytest
 
+from storewarden.prune import STATE_MARKER
 from tests import invariants
 from tests.e2e.test_daemon import DaemonProcess
 from tests.reliability.support import (
@@ -208,9 +209,14 @@ def non_utf8_name(scene: Scene) -> None:
 
 
 def garbage_trash(scene: Scene) -> None:
-    """The warden's trash holds junk: a directory linking out, a file, a bogus intent."""
+    """The warden's trash holds junk: a directory linking out, a file, a bogus intent.
+
+    The state directory is marked as the warden's own: an unmarked one holding
+    such entries is refused instead (tests/e2e/test_state_dir.py).
+    """
     trash = scene.path(".storewarden/trash")
     trash.mkdir(parents=True)
+    scene.path(f".storewarden/{STATE_MARKER}").touch()
     (trash / "junk").mkdir()
     os.symlink(scene.outside / "tree", trash / "junk" / "link-out")
     (trash / "junk" / "file.bin").write_bytes(b"j" * 1000)

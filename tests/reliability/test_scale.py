@@ -15,6 +15,7 @@ system-wide sysctl a test must not touch).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import threading
@@ -32,7 +33,7 @@ from watchdog.observers.inotify import InotifyObserver
 from storewarden import daemon as daemon_module
 from storewarden.config import build_config
 from storewarden.daemon import Daemon
-from storewarden.store import census
+from storewarden.store import VersionRecord, census
 from tests.conftest import Audit
 from tests.reliability.support import genstore
 from tests.storebuilder import make_version, point_latest
@@ -80,6 +81,15 @@ def config_for(store: Path, **schedule: Any) -> dict[str, Any]:
             **schedule,
         },
         "log": {"level": "debug"},
+    }
+
+
+def differences(indexed: VersionRecord, fresh: VersionRecord) -> tuple[str, dict[str, Any]]:
+    """Return a version's path and each field the index holds otherwise, with both values."""
+    return str(fresh.path), {
+        field.name: (getattr(indexed, field.name), getattr(fresh, field.name))
+        for field in dataclasses.fields(fresh)
+        if getattr(indexed, field.name) != getattr(fresh, field.name)
     }
 
 
@@ -141,7 +151,7 @@ def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
     assert len(expected) == VERSIONS
     differing = [path for path in expected if indexed.get(path) != expected[path]]
     assert set(indexed) == set(expected)
-    assert differing == []
+    assert [differences(indexed[path], expected[path]) for path in differing] == []
     assert pointers == dict(fresh.pointers)
     assert store_bytes == fresh.store_bytes
     assert rss_after - rss_before < RSS_GROWTH_LIMIT, (
