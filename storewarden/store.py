@@ -618,7 +618,9 @@ def census_version(
         references=(descriptor.references if read.parsed else None) if bento else (),
         reference_problems=descriptor.reference_problems if bento else (),
         mounted=mounted is not None,
-        arrived=file_time(top.st_ctime),
+        # From nanoseconds, as the census cache counts it: st_ctime (a float) can round
+        # a microsecond the other way.
+        arrived=file_time(top.st_ctime_ns / 1e9),
     )
 
 
