@@ -133,13 +133,23 @@ def _refuse_existing(destination: Path) -> None:
 def _extract(tar: tarfile.TarFile, staging: Path) -> None:
     """Extract every member under ``staging``, each file and directory fsynced."""
     directories: list[tuple[Path, tarfile.TarInfo]] = []
+    made: set[str] = set()
+    links: set[str] = set()
+    home = os.path.realpath(staging)
     for member in tar.getmembers():
         relative = _member_path(member.name)
         if relative is None:
             continue
+        _refuse_through_links(member, relative, made, links)
         target = staging / relative
         if target.parent != staging and not target.parent.is_dir():
             target.parent.mkdir(mode=0o700, parents=True)
+        parent = os.path.realpath(target.parent)
+        if parent != home and not parent.startswith(home + os.sep):
+            raise RestoreError(f"unsafe member {member.name!r} (leaves the version)")
+        made.add(relative)
+        if member.issym():
+            links.add(relative)
         if member.isdir():
             target.mkdir(mode=0o700, exist_ok=True)
             directories.append((target, member))
@@ -160,6 +170,27 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> None:
         os.utime(directory, (member.mtime, member.mtime))
         durable.fsync_directory(directory)
     durable.fsync_directory(staging)
+
+
+def _refuse_through_links(
+    member: tarfile.TarInfo, relative: str, made: set[str], links: set[str]
+) -> None:
+    """Raise RestoreError for a member a symlink member could redirect out of the version.
+
+    As BentoML's own import refuses: a member nested under a symlink (each
+    link may stay inside on its own, yet ``m -> a/l/..`` through ``a/l ->
+    ../..`` leads out), and a second member at a path already made (a
+    directory member landing on a symlink would be chmodded through it).
+    """
+    if relative in made:
+        raise RestoreError(f"unsafe member {member.name!r} (a second member at that path)")
+    parts = relative.split("/")
+    for depth in range(1, len(parts)):
+        if "/".join(parts[:depth]) in links:
+            raise RestoreError(
+                f"unsafe member {member.name!r} (nested under the symlink"
+                f" {'/'.join(parts[:depth])!r})"
+            )
 
 
 def _write_file(target: Path, content: IO[bytes], member: tarfile.TarInfo) -> None:

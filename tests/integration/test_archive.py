@@ -428,15 +428,16 @@ def test_a_version_already_in_the_store_is_not_restored(store: Path, tmp_path: P
     assert digest_tree(store / "models") == before
 
 
-def hostile_archive(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
-    """Write a tar holding a valid model.yaml and one more ``member``."""
+def hostile_archive(path: Path, *members: tarfile.TarInfo, data: bytes = b"") -> Path:
+    """Write a tar holding a valid model.yaml and then ``members`` (files hold ``data``)."""
     descriptor = b"name: iris\nversion: evil1\ncreation_time: '2026-11-26T12:00:00+00:00'\n"
     with tarfile.open(path, "w") as tar:
         info = tarfile.TarInfo("model.yaml")
         info.size = len(descriptor)
         tar.addfile(info, io.BytesIO(descriptor))
-        member.size = len(data) if member.isfile() else 0
-        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+        for member in members:
+            member.size = len(data) if member.isfile() else 0
+            tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
     return path
 
 
@@ -456,12 +457,32 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarf
         (member("link", tarfile.SYMTYPE, "../../outside"), "symlink leaves"),
         (member("hard", tarfile.LNKTYPE, "model.yaml"), "hard link"),
         (member("fifo", tarfile.FIFOTYPE), "special file"),
+        # Each link stays inside on its own; through the first, the second leads out.
+        (
+            [
+                member("a/b/c/d/e/l", tarfile.SYMTYPE, "../../../../.."),
+                member("m", tarfile.SYMTYPE, "a/b/c/d/e/l/../../../../.."),
+                member("m/escape.txt"),
+            ],
+            "nested under the symlink",
+        ),
+        (
+            [member("sub", tarfile.DIRTYPE), member("l", tarfile.SYMTYPE, "sub"), member("l/x")],
+            "nested under the symlink",
+        ),
+        # A directory member on a link: its mode would be set through the link.
+        ([member("d", tarfile.SYMTYPE, "."), member("d", tarfile.DIRTYPE)], "second member"),
+        ([member("twice"), member("twice")], "second member"),
     ],
 )
 def test_an_archive_with_an_unsafe_member_restores_nothing(
-    store: Path, tmp_path: Path, hostile: tarfile.TarInfo, message: str
+    store: Path,
+    tmp_path: Path,
+    hostile: tarfile.TarInfo | list[tarfile.TarInfo],
+    message: str,
 ) -> None:
-    path = hostile_archive(tmp_path / "evil.bentomodel.tar", hostile, b"data")
+    members = hostile if isinstance(hostile, list) else [hostile]
+    path = hostile_archive(tmp_path / "evil.bentomodel.tar", *members, data=b"data")
 
     with pytest.raises(RestoreError, match=message):
         restore_into(store, path)
