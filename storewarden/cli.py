@@ -735,8 +735,8 @@ def restore_command(
 
     The version appears in one rename, and latest points at it if it is now
     the newest of its name. Exit 1 if the version is already in the store.
-    A restored old version is the first a prune under pressure removes
-    again: --pin keeps it.
+    Oldest first goes by time in this store, so a restored version counts
+    as new: protect.min_age covers it for a while, --pin for good.
 
     \b
     Example: storewarden restore /var/lib/storewarden/archive/iris+dr4qngxj3c754ax4.bentomodel.tar
