@@ -22,9 +22,9 @@ from storewarden import durable
 from storewarden.store import NO_LABELS, Kind, Stamp, VersionRecord, is_valid_tag_part
 
 # 2: a bento's record holds the model tags it needs. 3: an arrival keeps its stamp.
-FORMAT = 3
+FORMAT = 4
 FILE_NAME = "census-cache.json"
-_ROW_LENGTH = 10
+_ROW_LENGTH = 11
 
 
 def _texts(values: object) -> tuple[str, ...]:
@@ -34,7 +34,9 @@ def _texts(values: object) -> tuple[str, ...]:
 
 
 def _record(kind: Kind, name: str, version: str, path: Path, row: list[Any]) -> VersionRecord:
-    _inode, _mtime, _ctime, size, created, estimated, changed, labels, needs, needs_problems = row
+    _inode, _mtime, _ctime, size, created, estimated, changed, labels, needs, needs_problems, _ = (
+        row
+    )
     return VersionRecord(
         kind=kind,
         name=name,
@@ -103,7 +105,12 @@ class CensusCache:
         """Return the cached record of a version if its directory still has ``stamp``."""
         key = f"{kind}/{name}/{version}"
         row = self._rows.get(key)
-        if row is None or row[:3] != [stamp.inode, stamp.mtime_ns, stamp.ctime_ns]:
+        if (
+            row is None
+            or stamp.descriptor is None
+            or row[:3] != [stamp.inode, stamp.mtime_ns, stamp.ctime_ns]
+            or row[10] != list(stamp.descriptor)
+        ):
             self.misses += 1
             return None
         try:
@@ -119,6 +126,7 @@ class CensusCache:
         """Remember a complete version's record under its directory stamp."""
         if (
             not record.complete
+            or stamp.descriptor is None
             or record.references is None
             or not is_valid_tag_part(record.version)
         ):
@@ -134,6 +142,7 @@ class CensusCache:
             dict(record.labels),
             list(record.references),
             list(record.reference_problems),
+            list(stamp.descriptor),
         ]
 
     def arrival(self, kind: Kind, name: str, version: str, stamp: Stamp) -> datetime:

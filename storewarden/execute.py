@@ -32,7 +32,7 @@ from storewarden.archive import ArchiveError
 from storewarden.inuse import Inode
 from storewarden.policy import Mode, Removal, Target
 from storewarden.prune import NoSettledLatestError, RemovalOutcome
-from storewarden.store import VersionRecord, census_version
+from storewarden.store import FileSystem, VersionRecord, census_version
 from storewarden.usage import Usage
 
 if TYPE_CHECKING:
@@ -287,9 +287,9 @@ class Executor:
         engine = self.engine
         record = removal.version
         inodes: set[Inode] = set()
-        fresh = census_version(
-            record.kind, record.name, record.path, engine.filesystem, inodes=inodes
-        )
+        filesystem = engine.filesystem or FileSystem()
+        filesystem.refresh_mounts(engine.root)  # a bind mount made since the census
+        fresh = census_version(record.kind, record.name, record.path, filesystem, inodes=inodes)
         if fresh is None:
             return None, [policy.GONE]
         if fresh.mounted:  # not even --force: a filesystem mounted inside is never touched

@@ -9,16 +9,74 @@ that mount lies outside ``models/`` or ``bentos/``, and BentoML rejects any
 entry there that is not a tag, so no trash can be kept on it: its versions
 are removed in place instead (see :meth:`storewarden.prune.Pruner.remove`).
 Such a layout is measured filesystem by filesystem.
+
+A mount point is known by the mount table, not only by ``st_dev``: a bind
+mount of a directory of the same filesystem keeps its device number, yet is
+another mount (``rename`` across it fails with EXDEV) and may show anything,
+from outside the store included.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 KIND_DIRECTORIES = ("models", "bentos")
+
+Inode = tuple[int, int]  # (st_dev, st_ino)
+
+
+def mount_points(*directories: Path) -> frozenset[Inode]:
+    """Return ``(st_dev, st_ino)`` of each mount point at or below ``directories``.
+
+    Read from this mount namespace's table (psutil reads ``/proc/self/mounts``),
+    so a same-filesystem bind mount is found too; the identity is what a walk
+    meets at that path (the mounted directory). Only mount points below the
+    given directories are stat'ed (a hung network mount elsewhere never
+    blocks the warden). An unreadable table yields nothing: the ``st_dev``
+    checks the walks make still hold.
+    """
+    return frozenset(inode for inode, _ in _mounts_below(directories))
+
+
+def mount_table(root: Path) -> tuple[frozenset[Inode], frozenset[tuple[str, ...]]]:
+    """Return the mount points at or below ``root``: identities, and paths as parts under it."""
+    found = _mounts_below([root])
+    return frozenset(inode for inode, _ in found), frozenset(parts for _, parts in found)
+
+
+def _mounts_below(directories: Iterable[Path]) -> list[tuple[Inode, tuple[str, ...]]]:
+    import psutil  # noqa: PLC0415 - a census of status pays for it only here
+
+    prefixes = []
+    for directory in directories:
+        real = os.path.realpath(directory)
+        prefixes.append((real, real.rstrip("/") + "/"))
+    try:
+        partitions = psutil.disk_partitions(all=True)
+    except (OSError, RuntimeError):
+        return []
+    found = []
+    for partition in partitions:
+        point = partition.mountpoint
+        for real, below in prefixes:
+            if point == real or point.startswith(below):
+                try:
+                    info = os.lstat(point)
+                except OSError:
+                    break
+                parts = tuple(point[len(below) :].split("/")) if point != real else ()
+                found.append(((info.st_dev, info.st_ino), parts))
+                break
+    return found
+
+
+def is_mount(info: os.stat_result, parent: os.stat_result, mounts: frozenset[Inode]) -> bool:
+    """Return whether a directory (``info``, under ``parent``) is a mount point."""
+    return info.st_dev != parent.st_dev or (info.st_dev, info.st_ino) in mounts
 
 
 class LayoutError(Exception):
@@ -69,13 +127,24 @@ def spans(
 def find_places(
     root: Path, state_dir: Path, kinds: Iterable[str] = KIND_DIRECTORIES
 ) -> list[Place]:
-    """Return every mount the store's kinds are on; the store root's first, with the trash."""
-    root_device = os.stat(root).st_dev
-    places = [Place(root_device, (), state_dir, state_dir / "trash")]
-    for directory, on_it in spans(root, kinds):
-        device = os.stat(directory).st_dev
-        if device == root_device:
-            places[0] = Place(root_device, on_it, state_dir, state_dir / "trash")
+    """Return every mount the store's kinds are on; the store root's first, with the trash.
+
+    A kind directory that is a mount point (another filesystem, or a bind
+    mount of the same one) is a place of its own, without a trash.
+    """
+    root_info = os.stat(root)
+    mounts = mount_points(root)
+    on_root: list[str] = []
+    places: list[Place] = []
+    for kind in kinds:
+        directory = root / kind
+        try:
+            info = os.lstat(directory)
+        except OSError:
+            on_root.append(kind)
+            continue
+        if stat.S_ISDIR(info.st_mode) and is_mount(info, root_info, mounts):
+            places.append(Place(info.st_dev, (kind,), directory, None))
         else:
-            places.append(Place(device, on_it, directory, None))
-    return places
+            on_root.append(kind)
+    return [Place(root_info.st_dev, tuple(on_root), state_dir, state_dir / "trash"), *places]

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storewarden import durable
-from storewarden.layout import Place, find_places
+from storewarden.layout import Inode, Place, find_places, mount_points
 from storewarden.logs import get_logger
 from storewarden.store import (
     DESCRIPTORS,
@@ -81,6 +81,7 @@ def _check_wiped(state_dir: Path, *, adopting: bool) -> None:
         device = os.lstat(state_dir).st_dev
     except FileNotFoundError:
         return
+    mounts = mount_points(state_dir)
     for wiped in _WIPED:
         path = state_dir / wiped
         try:
@@ -92,9 +93,10 @@ def _check_wiped(state_dir: Path, *, adopting: bool) -> None:
             raise UnsafeStateDirError(
                 f"{path} is {what}; the warden empties it, so it must be a directory of its own"
             )
-        if info.st_dev != device:
+        if info.st_dev != device or (info.st_dev, info.st_ino) in mounts:
             raise UnsafeStateDirError(
-                f"{path} is another filesystem mounted in the state directory; the warden"
+                f"{path} is a mount point (another filesystem, or a bind mount) in the state"
+                " directory; the warden"
                 " empties it: unmount it, or give the warden another state_dir"
             )
         if not adopting:
@@ -265,16 +267,17 @@ class Operations:
         (another user's read-only directory).
         """
         freed = [0]
+        mounts = mount_points(path)  # bind mounts of the same filesystem keep its st_dev
         try:
-            return self._remove_tree(path, freed, last)
+            return self._remove_tree(path, freed, mounts, last)
         except OSError as error:
             if error.errno not in (errno.EACCES, errno.EPERM, errno.ENOTEMPTY):
                 raise
-            if not self._open_up(path):
+            if not self._open_up(path, mounts):
                 raise
-            return self._remove_tree(path, freed, last)
+            return self._remove_tree(path, freed, mounts, last)
 
-    def _open_up(self, path: Path) -> bool:
+    def _open_up(self, path: Path, mounts: frozenset[Inode]) -> bool:
         """Give this user rwx on each of its directories below ``path``; return if any changed."""
         changed = False
         device = os.lstat(path).st_dev
@@ -288,8 +291,8 @@ class Operations:
             mode = stat.S_IMODE(info.st_mode)
             if not stat.S_ISDIR(info.st_mode):
                 continue
-            if info.st_dev != device:
-                continue  # another filesystem: never changed
+            if info.st_dev != device or (info.st_dev, info.st_ino) in mounts:
+                continue  # another mount: never changed
             if mode & 0o700 != 0o700 and info.st_uid == os.geteuid():
                 self.chmod(directory, mode | 0o700)
                 changed = True
@@ -299,7 +302,9 @@ class Operations:
                 )
         return changed
 
-    def _remove_tree(self, path: Path, freed: list[int], last: str | None = None) -> int:
+    def _remove_tree(
+        self, path: Path, freed: list[int], mounts: frozenset[Inode], last: str | None = None
+    ) -> int:
         """Remove ``path`` bottom-up, adding each step's bytes to ``freed[0]``; return the sum."""
         try:
             top = os.lstat(path)
@@ -310,7 +315,7 @@ class Operations:
             self.unlink(path)
             return freed[0]
 
-        for base, subdirectories, files in _walk_bottom_up(path):
+        for base, subdirectories, files in _walk_bottom_up(path, mounts):
             kept_for_last = last if base == path and last in files else None
             for file_name in files:
                 if file_name != kept_for_last:
@@ -337,7 +342,9 @@ class Operations:
             freed[0] += info.st_blocks * 512 if info.st_nlink == 1 else 0
 
 
-def _walk_bottom_up(top: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+def _walk_bottom_up(
+    top: Path, mounts: frozenset[Inode] = frozenset()
+) -> Iterator[tuple[Path, list[str], list[str]]]:
     """Yield ``(directory, subdirectories, other entries)`` below ``top``, deepest first.
 
     Like ``os.walk(top, topdown=False)``, but without recursion (Python 3.11's
@@ -347,8 +354,13 @@ def _walk_bottom_up(top: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
     Everything is listed before the first yield, so a directory on another
     filesystem (a mount point) raises OSError(EXDEV) before anything is
     removed: the warden never deletes on a filesystem mounted inside a version.
+    ``mounts`` are the mount points known from the mount table (a bind mount
+    of the same filesystem keeps its ``st_dev``); ``top`` must not be one.
     """
-    device = os.lstat(top).st_dev
+    top_info = os.lstat(top)
+    device = top_info.st_dev
+    if (device, top_info.st_ino) in mounts:
+        raise OSError(errno.EXDEV, "a filesystem is mounted here; not removed", str(top))
     listed: list[tuple[Path, list[str], list[str]]] = []
     pending = [top]
     while pending:
@@ -364,10 +376,9 @@ def _walk_bottom_up(top: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):
                 continue
-            if entry.stat(follow_symlinks=False).st_dev != device:
-                raise OSError(
-                    errno.EXDEV, "another filesystem is mounted here; not removed", entry.path
-                )
+            info = entry.stat(follow_symlinks=False)
+            if info.st_dev != device or (info.st_dev, info.st_ino) in mounts:
+                raise OSError(errno.EXDEV, "a filesystem is mounted here; not removed", entry.path)
             pending.append(directory / entry.name)
     yield from reversed(listed)
 
@@ -531,7 +542,7 @@ class Pruner:
         self.temporary = state_dir / "tmp"
         # One per filesystem the store spans (the store root's first): prepare() finds them.
         self.places: list[Place] = [Place(0, (), state_dir, state_dir / "trash")]
-        self._by_device: dict[int, Place] = {}
+        self._by_kind: dict[str, Place] = {}
         self.log = get_logger()
         self._sequence = 0
 
@@ -555,7 +566,7 @@ class Pruner:
             raise FileNotFoundError(f"store {self.root} does not exist or is not a directory")
         check_state_dir(self.root, self.state_dir)
         self.places = find_places(self.root, self.state_dir, self.kinds)
-        self._by_device = {place.device: place for place in self.places}
+        self._by_kind = {kind: place for place in self.places for kind in place.kinds}
         if not create:
             return
         fresh = not os.path.lexists(self.state_dir)
@@ -588,12 +599,19 @@ class Pruner:
         return self.temporary
 
     def _place_of(self, path: Path) -> Place:
-        """Return the mount ``path`` is on; raise OSError(EXDEV) for one the store does not span."""
-        device = os.lstat(path).st_dev
-        place = self._by_device.get(device)
-        if place is None:
-            if not self._by_device:  # prepare() not called: the single-filesystem default
-                return self.places[0]
+        """Return the mount ``path`` is on; raise OSError(EXDEV) for one the store does not span.
+
+        By the kind directory it is under (two mounts may share a device: a
+        bind mount of the same filesystem), checked against its device.
+        """
+        if not self._by_kind:  # prepare() not called: the single-filesystem default
+            return self.places[0]
+        try:
+            kind = path.relative_to(self.root).parts[0]
+        except (ValueError, IndexError):
+            kind = ""
+        place = self._by_kind.get(kind, self.places[0])
+        if os.lstat(path).st_dev != place.device:
             raise OSError(
                 errno.EXDEV, "on a filesystem the store does not span; left alone", str(path)
             )

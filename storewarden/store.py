@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 import yaml
 
 from storewarden.descriptor import read_plain
+from storewarden.layout import is_mount, mount_table
 from storewarden.references import bento_references
 from storewarden.tags import MAX_TAG_LENGTH, TAG_PATTERN, is_store_name, is_valid_tag_part
 
@@ -223,16 +224,37 @@ class RecordCache(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
-    """What identifies one state of a version directory: inode, mtime and ctime."""
+    """What identifies one state of a version directory: inode, mtime and ctime.
+
+    ``descriptor`` adds its descriptor's inode, size, mtime and ctime: a
+    ``bento.yaml`` rewritten in place (its models changed) leaves the
+    directory's stamp as it was. None where it cannot be stat'ed.
+    """
 
     inode: int
     mtime_ns: int
     ctime_ns: int
+    descriptor: tuple[int, int, int, int] | None = None
 
     @classmethod
     def of(cls, info: os.stat_result) -> Stamp:
         """Return the stamp of a directory's stat result."""
         return cls(info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+
+    @classmethod
+    def of_version(cls, kind: str, path: Path, info: os.stat_result) -> Stamp:
+        """Return the stamp of a version directory (``info``) with its descriptor's."""
+        try:
+            # Followed, as the census follows a symlinked bento.yaml; a stat opens nothing.
+            found = os.stat(path / DESCRIPTORS[kind])
+        except (OSError, ValueError):
+            return cls.of(info)
+        return cls(
+            info.st_ino,
+            info.st_mtime_ns,
+            info.st_ctime_ns,
+            (found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +272,28 @@ class Walk:
 
 
 class FileSystem:
-    """The filesystem calls the census makes; tests subclass it to inject races."""
+    """The filesystem calls the census makes; tests subclass it to inject races.
+
+    ``mounts`` holds the mount points below the store as the mount table
+    last showed them (:meth:`refresh_mounts`): a bind mount of the same
+    filesystem keeps its ``st_dev``, so the device alone cannot tell one.
+    """
+
+    mounts: frozenset[tuple[int, int]] = frozenset()
+    # Each mount point below the root as path parts (kind, name, version, ...).
+    mounted_at: frozenset[tuple[str, ...]] = frozenset()
+
+    def refresh_mounts(self, root: Path) -> None:
+        """Read the mount table again for the mount points at or below ``root``."""
+        self.mounts, self.mounted_at = mount_table(root)
+
+    def holds_mount(self, kind: str, name: str, version: str) -> bool:
+        """Return whether a mount point lies at or inside that version (by the table's paths)."""
+        return any(parts[:3] == (kind, name, version) for parts in self.mounted_at)
+
+    def is_mount(self, info: os.stat_result, parent: os.stat_result) -> bool:
+        """Return whether a directory (``info``, found in ``parent``) is a mount point."""
+        return is_mount(info, parent, self.mounts)
 
     def scandir(self, path: Path) -> list[os.DirEntry[str]]:
         """Return the entries of ``path``; raise OSError as os.scandir does."""
@@ -347,8 +390,8 @@ def walk_version(
                 if not _gone(error):
                     readable = False
                 continue
-            if info.st_dev != top.st_dev:
-                mounted = mounted or entry.path  # another filesystem: not ours to walk
+            if filesystem.is_mount(info, top):
+                mounted = mounted or entry.path  # another mount: not ours to walk
                 continue
             if inodes is not None:
                 inodes.add((info.st_dev, info.st_ino))
@@ -556,7 +599,7 @@ def _read_descriptor(kind: Kind, path: Path, filesystem: FileSystem) -> _Descrip
 def _mount_in(path: Path, top: os.stat_result, walk: Walk, filesystem: FileSystem) -> str | None:
     """Return where another filesystem is mounted at or inside a version, or None."""
     try:
-        if filesystem.lstat(path.parent).st_dev != top.st_dev:
+        if filesystem.is_mount(top, filesystem.lstat(path.parent)):
             return str(path)  # the version directory is itself a mount point
     except OSError:
         pass
@@ -665,9 +708,9 @@ class _Census:
             self._unseen(kind, "*", kind_dir, "cannot read the bentos directory", error)
             return
         for name_entry in names or ():
-            self.name(kind, name_entry, kind_info.st_dev)
+            self.name(kind, name_entry, kind_info)
 
-    def name(self, kind: Kind, name_entry: os.DirEntry[str], device: int) -> None:
+    def name(self, kind: Kind, name_entry: os.DirEntry[str], kind_info: os.stat_result) -> None:
         """Read one name directory: its versions, its pointer and what is wrong in it."""
         name_path = Path(name_entry.path)
         if not is_store_name(name_entry.name) and is_valid_tag_part(name_entry.name):
@@ -679,7 +722,7 @@ class _Census:
             self.problems.append(Problem(name_path, "not a directory; not scanned"))
             return
         try:
-            mounted = name_entry.stat(follow_symlinks=False).st_dev != device
+            mounted = self.filesystem.is_mount(name_entry.stat(follow_symlinks=False), kind_info)
         except OSError:
             return
         if mounted:
@@ -758,9 +801,12 @@ class _Census:
             if stat.S_ISLNK(info.st_mode):
                 self.linked.add(path)
             return
-        stamp = Stamp.of(info)
+        stamp = Stamp.of_version(kind, path, info)
         cache = self.cache
-        record = cache.lookup(kind, name, path.name, path, stamp) if cache is not None else None
+        record = None
+        if cache is not None and not self.filesystem.holds_mount(kind, name, path.name):
+            # A mount made inside leaves the directory's stamp as it was.
+            record = cache.lookup(kind, name, path.name, path, stamp)
         if record is None:
             record = census_version(kind, name, path, self.filesystem, self.seen)
             if record is not None and cache is not None:
@@ -789,6 +835,7 @@ def census(
     exist, PermissionError if it cannot be read.
     """
     filesystem = filesystem or FileSystem()
+    filesystem.refresh_mounts(root)
     if not root.is_dir():
         raise FileNotFoundError(f"store {root} does not exist or is not a directory")
     managed = tuple(kinds)
@@ -1001,7 +1048,7 @@ class BentoScan:
     def _record(
         self, name: str, path: Path, info: os.stat_result, changed_since: datetime
     ) -> VersionRecord | None:
-        stamp = Stamp.of(info)
+        stamp = Stamp.of_version("bentos", path, info)
         known = self._known.get(path)
         if known is not None and known[0] == stamp and known[1].last_change < changed_since:
             return known[1]

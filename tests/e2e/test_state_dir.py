@@ -169,27 +169,38 @@ def test_a_tmp_or_trash_that_is_a_symlink_is_refused_and_its_target_kept(
 
 
 @pytest.mark.tmpfs
-def test_a_filesystem_mounted_on_the_state_dirs_tmp_is_refused_and_left_whole(
-    store: Path, tmp_path: Path
+@pytest.mark.parametrize("what", ["another-filesystem", "a-bind-mount-of-the-same-one"])
+@pytest.mark.parametrize("where", ["tmp", "trash"])
+def test_a_filesystem_mounted_on_the_state_dirs_tmp_or_trash_is_refused_and_left_whole(
+    store: Path, tmp_path: Path, where: str, what: str
 ) -> None:
     make_version(store, "iris", "v1", set_latest=True)
     assert run_cli(store, "prune").returncode == 0  # a state directory of its own, marked
-    temporary = store / ".storewarden" / "tmp"
+    wiped = store / ".storewarden" / where
+    outside = tmp_path / "outside-the-store"
+    outside.mkdir()
     try:
-        _mount_tmpfs(temporary, "1m")
+        if what == "another-filesystem":
+            _mount_tmpfs(wiped, "1m")
+        else:  # keeps st_dev: only the mount table tells it from the warden's own directory
+            subprocess.run(
+                ["mount", "--bind", str(outside), str(wiped)], check=True, capture_output=True
+            )
     except (subprocess.CalledProcessError, FileNotFoundError) as error:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {error}")
+        pytest.skip(f"cannot mount here (needs root or CAP_SYS_ADMIN): {error}")
     try:
-        (temporary / "work").mkdir()
-        (temporary / "work" / "file").write_text("another filesystem's\n")
+        (wiped / "work").mkdir()
+        (wiped / "work" / "file").write_text("another filesystem's\n")
+        (wiped / "latest-0123abcd").write_text("named as the warden names its own\n")
 
         for command in ("check", "prune"):
             result = run_cli(store, command)
             assert result.returncode == 2, result.stderr
-            assert "another filesystem mounted in the state directory" in result.stderr
-        assert (temporary / "work" / "file").read_text() == "another filesystem's\n"
+            assert f"{wiped} is a mount point" in result.stderr
+        assert (wiped / "work" / "file").read_text() == "another filesystem's\n"
+        assert (wiped / "latest-0123abcd").exists()
     finally:
-        subprocess.run(["umount", "-l", str(temporary)], check=False)
+        subprocess.run(["umount", "-l", str(wiped)], check=False)
 
 
 @pytest.mark.parametrize("inside", [".storewarden/trash", ".storewarden/tmp/x", ".storewarden"])

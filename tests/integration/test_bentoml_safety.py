@@ -51,7 +51,9 @@ def slow_copytree(source, destination, *args, **kwargs):
     print(json.dumps({"copying": destination.name}), flush=True)
     reader = open(source / "weights.bin", "rb")
     with reader, open(destination / "weights.bin", "wb") as writer:
-        for _ in range(chunks):
+        for chunk in range(chunks):
+            if chunk == chunks - 1:
+                sys.stdin.readline()  # the last chunk waits for the test's word: never too soon
             writer.write(reader.read(size))
             writer.flush()
             time.sleep(pause)
@@ -99,10 +101,14 @@ def events(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
 def start_slow_save(
     home: Path, chunks: int = 8, size: int = 256 * 1024
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start a slow real save of iris; return it and its version once model.yaml is in place."""
+    """Start a slow real save of iris; return it and its version once model.yaml is in place.
+
+    The copy's last chunk waits for a line on the saver's stdin (``communicate("go\\n")``).
+    """
     saver = subprocess.Popen(
         [sys.executable, "-c", SLOW_SAVE, str(chunks), str(size), "0.5"],
         env=bentoml_environment(home),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -151,7 +157,7 @@ def test_latest_never_moves_onto_a_version_bentoml_is_still_copying(
         assert during == {"tag": old, "weights": 64 * 1024}
         assert not [e for e in events(result) if e["event"] == "latest_changed"]
     finally:
-        output, errors = saver.communicate(timeout=120)
+        output, errors = saver.communicate("go\n", timeout=120)
     assert saver.returncode == 0, errors
     saved = json.loads(output.splitlines()[-1])["saved"]
     assert saved.partition(":")[2] == copying

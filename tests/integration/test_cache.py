@@ -15,7 +15,14 @@ from storewarden.cache import FILE_NAME, FORMAT, CensusCache
 from storewarden.config import build_config
 from storewarden.engine import Engine
 from storewarden.store import Snapshot, census
-from tests.storebuilder import NOW, backdate_arrivals, make_series, make_version
+from tests.storebuilder import (
+    NOW,
+    backdate_arrivals,
+    bento_yaml,
+    make_bento,
+    make_series,
+    make_version,
+)
 
 
 def engine_for(store: Path) -> Engine:
@@ -197,3 +204,26 @@ def test_a_version_deleted_and_imported_again_under_its_tag_arrives_anew(store: 
     assert record.arrived is not None and record.arrived > NOW
     assert result.removed == ()
     assert (store / "models" / "iris" / "v1").is_dir()
+
+
+def test_a_bento_yaml_rewritten_in_place_is_read_again(store: Path) -> None:
+    # Writing into the file (same inode) leaves the bento directory's stamp as it was.
+    make_version(store, "iris", "v1", created=NOW - timedelta(days=3))
+    make_version(store, "iris", "v2", created=NOW - timedelta(days=2), set_latest=True)
+    bento = make_bento(store, "svc", "b1", needs=("iris:v1",), set_latest=True)
+    engine = engine_for(store)
+    engine.pruner.prepare()
+    engine.census()  # the cache now holds svc:b1 needing iris:v1
+    directory = os.stat(bento)
+    descriptor = bento / "bento.yaml"
+    rewritten = bento_yaml("svc", "b1", created=NOW, needs=("iris:v2",))
+    with descriptor.open("r+") as handle:
+        handle.write(rewritten)
+        handle.truncate()
+    after = os.stat(bento)
+    assert (after.st_mtime_ns, after.st_ctime_ns) == (directory.st_mtime_ns, directory.st_ctime_ns)
+
+    warm = engine_for(store).census()
+
+    (record,) = [r for r in (*warm.versions, *warm.others) if r.kind == "bentos"]
+    assert record.references == ("iris:v2",)

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,28 @@ def test_bentoml_lists_the_store_but_cannot_resolve_a_version_once_its_removal_b
         check=True,
     )
     assert json.loads(after.stdout)["listed"] == sorted(set(tags) - {oldest})
+
+
+def test_models_bind_mounted_from_the_same_filesystem_is_pruned_in_place(
+    tmpfs: Callable[[str], Path], audit: Audit
+) -> None:
+    # Same st_dev as the root, yet another mount: rename into the trash fails with EXDEV.
+    disk = tmpfs("64m")
+    root = disk / "bentoml"
+    (root / "models").mkdir(parents=True)
+    (disk / "models-data").mkdir()
+    subprocess.run(["mount", "--bind", str(disk / "models-data"), str(root / "models")], check=True)
+    try:
+        victim = three_versions(root)
+        engine = engine_for(root, trigger={"max_store_size": 1}, protect={"keep_last": 1})
+        assert any("models/ is a mount of its own" in line for line in engine.preflight())
+
+        result = engine.cycle()
+    finally:
+        subprocess.run(["umount", "-l", str(root / "models")], check=True)
+
+    assert audit.named("removal_failed") == []
+    assert {outcome.record.version for outcome in result.removed} == {"v1", "v2"}
+    assert not victim.exists()
+    assert sorted(os.listdir(disk / "models-data")) == ["iris"]  # no hidden directory left
+    assert sorted(os.listdir(disk / "models-data" / "iris")) == ["latest", "v3"]

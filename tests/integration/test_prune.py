@@ -917,13 +917,18 @@ def test_a_version_still_being_written_is_refused_unless_forced(store: Path, aud
 
 
 @pytest.mark.tmpfs
+@pytest.mark.parametrize("what", ["another-filesystem", "a-bind-mount-of-the-same-one"])
 @pytest.mark.parametrize("where", ["inside-a-version", "at-a-version"])
 def test_a_filesystem_mounted_in_the_store_is_never_touched(
-    store: Path, tmpfs: Callable[[str], Path], where: str
+    store: Path, tmp_path: Path, tmpfs: Callable[[str], Path], where: str, what: str
 ) -> None:
     make_version(store, "iris", "v1", created=NOW - 9 * DAY)
     make_version(store, "iris", "v2", created=NOW - 2 * DAY, set_latest=True)
-    other = tmpfs("4m")
+    if what == "another-filesystem":
+        other = tmpfs("4m")
+    else:  # keeps st_dev: only the mount table tells it from a directory of the store
+        other = tmp_path / "outside-the-store"
+        other.mkdir()
     (other / "precious.txt").write_text("not the store's\n")
     (other / "sub").mkdir()
     (other / "sub" / "y").write_text("y\n")
@@ -952,8 +957,9 @@ def test_a_filesystem_mounted_in_the_store_is_never_touched(
     assert [reasons for _record, reasons in forced.skipped] == [("mounted",)]
 
 
+@pytest.mark.parametrize("what", ["another-filesystem", "a-bind-mount-of-the-same-one"])
 def test_the_trash_never_deletes_into_a_filesystem_mounted_inside_an_entry(
-    store: Path, tmp_path: Path, tmpfs: Callable[[str], Path], audit: Audit
+    store: Path, tmp_path: Path, tmpfs: Callable[[str], Path], audit: Audit, what: str
 ) -> None:
     # Mounted after the last look: the entry left the store, but what the mount holds stays.
     engine = Engine(config_for(store))
@@ -961,7 +967,11 @@ def test_the_trash_never_deletes_into_a_filesystem_mounted_inside_an_entry(
     entry = store / ".storewarden" / "trash" / "0123456789ab-1"
     (entry / "data").mkdir(parents=True)
     (entry / "weights.bin").write_bytes(b"w" * 100)
-    other = tmpfs("4m")
+    if what == "another-filesystem":
+        other = tmpfs("4m")
+    else:
+        other = tmp_path / "outside-the-store"
+        other.mkdir()
     (other / "precious.txt").write_text("keep\n")
     subprocess.run(["mount", "--bind", str(other), str(entry / "data")], check=True)
     try:
@@ -974,4 +984,4 @@ def test_the_trash_never_deletes_into_a_filesystem_mounted_inside_an_entry(
     assert kept == "keep\n"
     assert (entry / "weights.bin").exists()  # nothing of the entry was removed
     (event,) = audit.named("trash_not_emptied")
-    assert "another filesystem" in event["error"]
+    assert "mounted here" in event["error"]
