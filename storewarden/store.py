@@ -10,6 +10,7 @@ a symlink is counted as the link itself.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
@@ -516,7 +517,7 @@ def read_pointer(
 ) -> Pointer:
     """Given the ``latest`` entry of a name directory, return it as a Pointer."""
     if stat.S_ISLNK(info.st_mode):
-        text = filesystem.readlink(path)
+        text = _linked_version(path, filesystem.readlink(path))
         form: Literal["file", "symlink"] = "symlink"
     elif stat.S_ISREG(info.st_mode):
         raw = filesystem.read_bytes(path, 256)
@@ -531,6 +532,35 @@ def read_pointer(
         # '../../etc', '/abs/path', 'a/b' and the like: invalid input, never followed.
         return Pointer(kind, name, path, form, None, f"pointer names {text[:80]!r}, not a version")
     return Pointer(kind, name, path, form, text)
+
+
+def _linked_version(path: Path, text: str) -> str:
+    """Return the version a symlinked ``latest`` leads to, as the link was written otherwise.
+
+    Tools write ``v1``, ``./v1/``, ``../iris/v1`` or an absolute path: each
+    names the version ``v1`` when the directory part leads to the pointer's
+    own name directory (by real path; the version itself is not followed).
+    A directory part that passes through a version (``v1/../v2``) or leads
+    anywhere else names no version: the text comes back as written, to be
+    reported.
+    """
+    parts = text.rstrip("/").split("/")
+    version, prefix = parts[-1], [part for part in parts[:-1] if part not in ("", ".")]
+    if is_valid_tag_part(text) or not is_valid_tag_part(version):
+        return text
+    absolute = text.startswith("/")
+    if not prefix and not absolute:
+        return version  # ./v1, v1/, ./v1/
+    # Relative: '..' first, then names only (../iris, ../../models/iris).
+    names = list(itertools.dropwhile(lambda part: part == "..", prefix))
+    if not absolute and (names == prefix or ".." in names):
+        return text
+    try:
+        led_to = os.path.join("/" if absolute else path.parent, *prefix)
+        same = os.path.realpath(led_to) == os.path.realpath(path.parent)
+    except (OSError, ValueError):
+        same = False
+    return version if same else text
 
 
 _FIRST_TIME = datetime(1, 1, 2, tzinfo=UTC)

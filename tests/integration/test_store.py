@@ -111,6 +111,29 @@ def test_a_symlink_pointer_is_read_as_the_version_it_names(store: Path) -> None:
     assert (pointer.form, pointer.target, pointer.problem) == ("symlink", "v2", None)
 
 
+@pytest.mark.parametrize(
+    "text", ["./v1/", "v1/", "../iris/v1", "../../models/iris/v1/", "ABSOLUTE", "VIA-LINK"]
+)
+def test_a_symlink_pointer_written_as_another_path_to_the_version_names_it(
+    store: Path, tmp_path: Path, text: str
+) -> None:
+    # Each leads to models/iris/v1: read as naming v1, never "repaired" away from it.
+    make_version(store, "iris", "v1")
+    make_version(store, "iris", "v2")
+    if text == "ABSOLUTE":
+        text = str(store / "models" / "iris" / "v1")
+    elif text == "VIA-LINK":  # another path to the store, as ~/bentoml -> /data/bentoml
+        os.symlink(store, tmp_path / "alias")
+        text = str(tmp_path / "alias" / "models" / "iris" / "v1")
+    os.symlink(text, store / "models" / "iris" / "latest")
+
+    snapshot = census(store)
+
+    pointer = snapshot.pointers[("models", "iris")]
+    assert (pointer.form, pointer.target, pointer.problem) == ("symlink", "v1", None)
+    assert snapshot.pointer_target("models", "iris") == "v1"
+
+
 @pytest.mark.parametrize("form", ["file", "symlink"])
 def test_a_pointer_naming_a_missing_version_is_a_problem(store: Path, form: str) -> None:
     make_version(store, "iris", "v1")
@@ -132,7 +155,16 @@ def test_a_pointer_naming_a_missing_version_is_a_problem(store: Path, form: str)
 @pytest.mark.parametrize("form", ["file", "symlink"])
 @pytest.mark.parametrize(
     "text",
-    ["..", "../../etc", "/etc", f"../../../{OUTSIDE}/models/elsewhere/v1", "v1/../v1", "."],
+    [
+        "..",
+        "../../etc",
+        "/etc",
+        f"../../../{OUTSIDE}/models/elsewhere/v1",
+        "v1/../v1",
+        ".",
+        "../bert/v1",
+        "/v1",
+    ],
 )
 def test_a_pointer_naming_anything_but_a_version_is_a_problem_and_never_followed(
     store: Path, tmp_path: Path, form: str, text: str
