@@ -60,6 +60,7 @@ class UnsafeStateDirError(Exception):
 # The (empty) file that marks a directory as the warden's own state directory: the
 # warden deletes what it puts in trash/ and tmp/ there, so nothing else may live there.
 STATE_MARKER = ".storewarden-state"
+DEFAULT_STATE_DIR = ".storewarden"  # under the store root
 # What a warden of an earlier release put in its state directory, before the marker.
 _OWN_ENTRIES = frozenset({"lock", "trash", "tmp", "pins.json", "pins.lock", "census-cache.json"})
 _OWN_TEMPORARY = re.compile(r"^\.(pins\.json|census-cache\.json)\.[0-9a-f]+(\.tmp)?$")
@@ -171,6 +172,27 @@ def check_state_dir(root: Path, state_dir: Path, device: int | None = None) -> N
             " warden deletes inside its state directory: give it a directory of its own"
         )
     _check_wiped(state_dir, adopting=True)
+    if real_state != real_root / DEFAULT_STATE_DIR and _holds_anything(state_dir, entries):
+        # Older wardens kept their state, unmarked, at the default place; a directory
+        # given as state_dir that already holds files is adopted only when marked.
+        raise UnsafeStateDirError(
+            f"state_dir {state_dir} already holds files and is not marked as storewarden's;"
+            " the warden deletes inside its state directory: give it an empty or new"
+            f" directory, or if it is a warden's own, mark it: touch {state_dir / STATE_MARKER}"
+        )
+
+
+def _holds_anything(state_dir: Path, entries: set[str]) -> bool:
+    """Return whether a state directory holds more than empty ``tmp``/``trash`` directories."""
+    for entry in entries:
+        if entry not in _WIPED:
+            return True
+        try:
+            if os.listdir(state_dir / entry):
+                return True
+        except OSError:
+            return True
+    return False
 
 
 def mark_state_dir(state_dir: Path) -> None:

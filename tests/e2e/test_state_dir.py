@@ -116,6 +116,43 @@ def test_the_state_dir_an_older_warden_left_is_adopted(store: Path, tmp_path: Pa
     assert emptied["entries"] == 1
 
 
+def test_a_given_state_dir_holding_files_named_as_the_wardens_is_adopted_only_when_marked(
+    store: Path, tmp_path: Path
+) -> None:
+    # Named as a warden names its own, yet nothing says a warden made them.
+    make_version(store, "iris", "v1", set_latest=True)
+    state = tmp_path / "state"
+    (state / "trash" / "deadbeef-1").mkdir(parents=True)
+    (state / "trash" / "deadbeef-1" / "important.txt").write_text("mine\n")
+    (state / "census-cache.json").write_text("my notes\n")
+    config = config_with(tmp_path, state_dir=str(state))
+
+    for command in ("check", "prune"):
+        result = run_cli(store, command, "--config", str(config))
+        assert result.returncode == 2, result.stderr
+        assert "is not marked as storewarden's" in result.stderr
+        assert f"touch {state / STATE_MARKER}" in result.stderr
+    assert (state / "trash" / "deadbeef-1" / "important.txt").read_text() == "mine\n"
+    assert (state / "census-cache.json").read_text() == "my notes\n"
+
+    (state / STATE_MARKER).touch()  # the operator says it is the warden's
+    assert run_cli(store, "prune", "--config", str(config)).returncode == 0
+    assert not (state / "trash" / "deadbeef-1").exists()
+
+
+def test_a_given_state_dir_that_is_new_or_empty_is_made_the_wardens(
+    store: Path, tmp_path: Path
+) -> None:
+    make_version(store, "iris", "v1", set_latest=True)
+    for state in (tmp_path / "new", tmp_path / "empty"):
+        if state.name == "empty":
+            (state / "tmp").mkdir(parents=True)
+        config = config_with(tmp_path, state_dir=str(state))
+        result = run_cli(store, "prune", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert (state / STATE_MARKER).is_file()
+
+
 def _older_state(store: Path) -> Path:
     """A state directory as an older warden (before the marker) left it."""
     state = store / ".storewarden"
