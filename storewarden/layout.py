@@ -14,6 +14,7 @@ Such a layout is measured filesystem by filesystem.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,22 @@ KIND_DIRECTORIES = ("models", "bentos")
 
 class LayoutError(Exception):
     """The store has a layout the warden cannot work with."""
+
+
+def directory_problem(path: Path) -> str | None:
+    """Given a kind or name directory of the store, return why nothing may be written into it.
+
+    "a symlink" or "not a directory", as ``lstat`` sees it; None if it is a
+    real directory or absent. A rename into a symlinked directory lands
+    wherever the link points, outside the store; the census never scans one.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    return "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
 
 
 @dataclass(frozen=True)

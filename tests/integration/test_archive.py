@@ -27,6 +27,7 @@ from storewarden import restore as restore_module
 from storewarden.archive import Archiver, RestoreError, UnsafeArchiveDirError
 from storewarden.config import ConfigError, build_config
 from storewarden.engine import Engine
+from storewarden.prune import Operations
 from storewarden.restore import restore
 from storewarden.store import census, census_version
 from tests.conftest import Audit
@@ -360,9 +361,11 @@ def archived(store: Path, tmp_path: Path, *, versions: tuple[str, ...]) -> dict[
     return {version: archives / f"iris+{version}.bentomodel.tar" for version in versions}
 
 
-def restore_into(store: Path, archive_path: Path) -> restore_module.Restored:
+def restore_into(
+    store: Path, archive_path: Path, operations: Operations | None = None
+) -> restore_module.Restored:
     """Restore as the CLI does: prepare, lock, recover, restore."""
-    engine = Engine(build_config({"store": str(store)}))
+    engine = Engine(build_config({"store": str(store)}), operations=operations)
     engine.pruner.prepare()
     with engine.lock.held():
         engine.recover()
@@ -428,9 +431,20 @@ def test_a_version_already_in_the_store_is_not_restored(store: Path, tmp_path: P
     assert digest_tree(store / "models") == before
 
 
-def hostile_archive(path: Path, *members: tarfile.TarInfo, data: bytes = b"") -> Path:
-    """Write a tar holding a valid model.yaml and then ``members`` (files hold ``data``)."""
-    descriptor = b"name: iris\nversion: evil1\ncreation_time: '2026-11-26T12:00:00+00:00'\n"
+def descriptor_of(name: str, version: str) -> bytes:
+    """Return a model.yaml naming ``name:version``."""
+    return (
+        f"name: {name}\nversion: {version}\ncreation_time: '2026-11-26T12:00:00+00:00'\n".encode()
+    )
+
+
+def hostile_archive(
+    path: Path,
+    *members: tarfile.TarInfo,
+    data: bytes = b"",
+    descriptor: bytes = descriptor_of("iris", "evil1"),
+) -> Path:
+    """Write a tar holding ``descriptor`` as model.yaml, then ``members`` (files hold ``data``)."""
     with tarfile.open(path, "w") as tar:
         info = tarfile.TarInfo("model.yaml")
         info.size = len(descriptor)
@@ -489,6 +503,68 @@ def test_an_archive_with_an_unsafe_member_restores_nothing(
     assert not (store / "models" / "iris").exists()
     assert list((store / ".storewarden" / "tmp").iterdir()) == []
     assert not (tmp_path / "escape.txt").exists()
+
+
+@pytest.mark.parametrize("linked", ["name", "kind", "name-a-file"])
+def test_a_restore_never_writes_through_a_symlinked_kind_or_name_directory(
+    store: Path, tmp_path: Path, linked: str
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    if linked == "name":
+        (store / "models" / "linkname").symlink_to(victim)
+    elif linked == "kind":
+        (store / "models").rmdir()
+        (store / "models").symlink_to(victim)
+    else:
+        (store / "models" / "linkname").write_bytes(b"")
+    path = hostile_archive(
+        tmp_path / "evil.bentomodel.tar", descriptor=descriptor_of("linkname", "v1")
+    )
+
+    with pytest.raises(RestoreError, match=r"(a symlink|not a directory): restore writes"):
+        restore_into(store, path)
+    assert list(victim.iterdir()) == []
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+    assert list((store / ".storewarden" / "trash").iterdir()) == []  # no intent either
+
+
+class Swapping(Operations):
+    """Real operations that, at one step, swap a name directory for a symlink out of the store."""
+
+    def __init__(self, step_name: str, at: Callable[[Path], bool], name_dir: Path, out: Path):
+        self.step_name, self.at, self.name_dir, self.out = step_name, at, name_dir, out
+        self.swapped = False
+
+    def step(self, name: str, path: Path) -> None:
+        if self.swapped or name != self.step_name or not self.at(path):
+            return
+        self.swapped = True
+        os.rename(self.name_dir, self.out)  # what was in it goes along, out of the store
+        self.name_dir.symlink_to(self.out)
+
+
+@pytest.mark.parametrize("moment", ["before the version's rename", "before the pointer's rename"])
+def test_a_name_directory_swapped_for_a_symlink_during_a_restore_is_never_written_through(
+    store: Path, tmp_path: Path, moment: str
+) -> None:
+    name_dir, out = store / "models" / "fresh", tmp_path / "out"
+    if moment == "before the version's rename":
+        # Just after restore created the name directory.
+        swap = Swapping("fsync_dir", lambda path: path == store / "models", name_dir, out)
+    else:
+        # The version is in; the pointer is being written aside.
+        swap = Swapping("fsync_file", lambda path: path.name.startswith("latest-"), name_dir, out)
+    path = hostile_archive(
+        tmp_path / "fresh.bentomodel.tar", descriptor=descriptor_of("fresh", "v1")
+    )
+
+    with pytest.raises((RestoreError, OSError), match="a symlink"):
+        restore_into(store, path, operations=swap)
+    assert swap.swapped
+    assert not (out / "latest").exists()
+    assert not (out / "v1").exists() or moment == "before the pointer's rename"
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
 
 
 @pytest.mark.parametrize(
