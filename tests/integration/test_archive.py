@@ -529,6 +529,34 @@ def test_a_restore_never_writes_through_a_symlinked_kind_or_name_directory(
     assert list((store / ".storewarden" / "trash").iterdir()) == []  # no intent either
 
 
+@pytest.mark.parametrize(
+    ("name", "version", "message"),
+    [
+        # A directory at latest breaks BentoML: get("evil:latest") reads it as the pointer.
+        ("evil", "latest", "latest is the pointer"),
+        ("storewarden-removing-x", "v1", "reserved"),
+        ("Iris", "v1", "BentoML lower-cases"),
+        ("iris", "V1", "BentoML lower-cases"),
+        ("iris", '"v1\\n"', "not a valid tag"),  # re's $ matches before a final newline
+        ("iris", "1.0", "must be text"),  # a float, as BentoML's own Tag(...) cannot take
+        ("iris", "-v1", "not a valid tag"),
+        ("iris", "v" * 64, "not a valid tag"),
+    ],
+)
+def test_an_archive_naming_no_valid_new_tag_restores_nothing(
+    store: Path, tmp_path: Path, name: str, version: str, message: str
+) -> None:
+    path = hostile_archive(
+        tmp_path / "evil.bentomodel.tar", descriptor=descriptor_of(name, version)
+    )
+
+    with pytest.raises(RestoreError, match=message):
+        restore_into(store, path)
+    assert list((store / "models").iterdir()) == []
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+    assert list((store / ".storewarden" / "trash").iterdir()) == []
+
+
 class Swapping(Operations):
     """Real operations that, at one step, swap a name directory for a symlink out of the store."""
 
