@@ -183,6 +183,7 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> None:
             os.symlink(member.linkname, target)
         else:
             raise RestoreError(f"unsupported member {member.name!r} (hard link or special file)")
+    _refuse_links_leading_out(staging, links)
     for directory, member in reversed(directories):  # deepest first: children are done
         os.chmod(directory, stat.S_IMODE(member.mode) or 0o700)
         os.utime(directory, (member.mtime, member.mtime))
@@ -209,6 +210,22 @@ def _refuse_through_links(
                 f"unsafe member {member.name!r} (nested under the symlink"
                 f" {'/'.join(parts[:depth])!r})"
             )
+
+
+def _refuse_links_leading_out(staging: Path, links: set[str]) -> None:
+    """Raise RestoreError if a symlink under ``staging``, followed to its end, lands outside it.
+
+    Each link's own text stays inside (see ``_link_stays_inside``), yet a
+    chain of them leads out: ``b/c -> ..`` is the version, ``r0 -> b/c/..``
+    reads as ``b`` but is its parent. So, as BentoML's import does ("destination
+    escapes import directory"), every link is resolved once all are made (a
+    link may name one extracted after it); a dangling one must end inside too.
+    """
+    home = os.path.realpath(staging)
+    for relative in sorted(links):
+        resolved = os.path.realpath(staging / relative)
+        if resolved != home and not resolved.startswith(home + os.sep):
+            raise RestoreError(f"unsafe member {relative!r} (symlink resolves outside the version)")
 
 
 def _write_file(target: Path, content: IO[bytes], member: tarfile.TarInfo) -> None:

@@ -505,6 +505,41 @@ def test_an_archive_with_an_unsafe_member_restores_nothing(
     assert not (tmp_path / "escape.txt").exists()
 
 
+def chain_out(last: str) -> list[tarfile.TarInfo]:
+    """Links each inside by its own text, leading out together: ``weights.pkl -> r8/<last>``.
+
+    r8 is some nine levels above the version: ``/`` under pytest's tmp_path.
+    """
+    chain = [member("b/c", tarfile.SYMTYPE, "..")]  # the version itself
+    chain.append(member("r0", tarfile.SYMTYPE, "b/c/.."))  # reads as b: is the version's parent
+    chain += [member(f"r{step}", tarfile.SYMTYPE, f"r{step - 1}/..") for step in range(1, 9)]
+    chain.append(member("weights.pkl", tarfile.SYMTYPE, f"r8/{last}"))
+    return chain
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        chain_out("etc/passwd"),
+        # Each link names one that comes later in the archive.
+        list(reversed(chain_out("etc/passwd"))),
+        # Dangling: it resolves to nothing, yet outside.
+        chain_out("no/such/file"),
+    ],
+    ids=["in-order", "reversed", "dangling"],
+)
+def test_an_archive_whose_symlink_chain_resolves_outside_the_version_restores_nothing(
+    store: Path, tmp_path: Path, members: list[tarfile.TarInfo]
+) -> None:
+    path = hostile_archive(tmp_path / "evil.bentomodel.tar", *members)
+
+    with pytest.raises(RestoreError, match="symlink resolves outside the version"):
+        restore_into(store, path)
+    assert not (store / "models" / "iris").exists()
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+    assert list((store / ".storewarden" / "trash").iterdir()) == []
+
+
 @pytest.mark.parametrize("linked", ["name", "kind", "name-a-file"])
 def test_a_restore_never_writes_through_a_symlinked_kind_or_name_directory(
     store: Path, tmp_path: Path, linked: str
