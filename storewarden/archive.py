@@ -50,9 +50,9 @@ from storewarden.store import (
     MAX_DESCRIPTOR_BYTES,
     Kind,
     VersionRecord,
-    is_valid_tag_part,
     parse_creation_time,
 )
+from storewarden.tags import new_tag_problem
 
 try:  # the C loader, as the census uses
     from yaml import CSafeLoader as SafeLoader
@@ -451,9 +451,19 @@ def _read_descriptor(path: Path, tar: tarfile.TarFile) -> ArchivedVersion:
             raise RestoreError(f"{path}: {file_name} is not valid YAML") from None
         if not isinstance(data, dict):
             raise RestoreError(f"{path}: {file_name} is not a mapping")
-        name, version = str(data.get("name", "")), str(data.get("version", ""))
-        if not (is_valid_tag_part(name) and is_valid_tag_part(version)):
-            raise RestoreError(f"{path}: {file_name} names no valid tag ({name}:{version})")
+        name, version = data.get("name"), data.get("version")
+        if not isinstance(name, str) or not isinstance(version, str):
+            # BentoML's own Tag(...) cannot take a number (version: 1.0) or null either.
+            raise RestoreError(
+                f"{path}: {file_name} names {name!r}:{version!r}, which cannot be restored:"
+                " a name and a version must be text"
+            )
+        problem = new_tag_problem(name, version)
+        if problem is not None:
+            raise RestoreError(
+                f"{path}: {file_name} names {f'{name}:{version}'!r}, which cannot be"
+                f" restored: {problem}"
+            )
         kind: Kind = "bentos" if kind_text == "bentos" else "models"
         references = bento_references(data)[0] if kind == "bentos" else ()
         return ArchivedVersion(

@@ -83,6 +83,22 @@ class LayoutError(Exception):
     """The store has a layout the warden cannot work with."""
 
 
+def directory_problem(path: Path) -> str | None:
+    """Given a kind or name directory of the store, return why nothing may be written into it.
+
+    "a symlink" or "not a directory", as ``lstat`` sees it; None if it is a
+    real directory or absent. A rename into a symlinked directory lands
+    wherever the link points, outside the store; the census never scans one.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        return None
+    return "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
+
+
 @dataclass(frozen=True)
 class Place:
     """One mount the store's versions are on: its device, the kinds on it, a directory on it.

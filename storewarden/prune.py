@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storewarden import durable
-from storewarden.layout import Inode, Place, find_places, mount_points
+from storewarden.layout import Inode, Place, directory_problem, find_places, mount_points
 from storewarden.logs import get_logger
 from storewarden.store import (
     DESCRIPTORS,
@@ -219,6 +219,27 @@ class OwnMountLatestError(NoSettledLatestError):
     """``latest`` names a version on a kind directory that is a mount of its own."""
 
     reason = "latest_on_own_mount"
+
+
+def linked_directory(root: Path, kind: str, name: str) -> tuple[Path, str] | None:
+    """Return the kind or name directory under ``root`` nothing may be written into, and why.
+
+    None when both are real directories (or absent). See
+    :func:`storewarden.layout.directory_problem`.
+    """
+    for path in (root / kind, root / kind / name):
+        problem = directory_problem(path)
+        if problem is not None:
+            return path, problem
+    return None
+
+
+def refuse_linked(root: Path, kind: str, name: str, consequence: str) -> None:
+    """Raise NotADirectoryError if the kind or name directory is a symlink or not a directory."""
+    found = linked_directory(root, kind, name)
+    if found is not None:
+        path, problem = found
+        raise NotADirectoryError(errno.ENOTDIR, f"{problem}; {consequence}", str(path))
 
 
 class Operations:
@@ -721,6 +742,8 @@ class Pruner:
 
         The temp file lives under ``<state>/tmp`` so no stray entry ever
         appears in the name directory; a failure leaves the old pointer whole.
+        Raise NotADirectoryError if the kind or name directory is a symlink
+        (or not a directory) just before the rename: it would land there.
         """
         name_dir = self.root / kind / name
         temporary = self.temporary_for(name_dir) / f"latest-{uuid.uuid4().hex}"
@@ -730,6 +753,7 @@ class Pruner:
             else:
                 self.operations.write_file(temporary, target.encode())
                 self.operations.fsync_file(temporary)
+            refuse_linked(self.root, kind, name, "latest is not written through it")
             self.operations.rename(temporary, name_dir / POINTER)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -1160,8 +1184,11 @@ class Pruner:
 
         BentoML points ``latest`` at a version it saved when there is no
         usable pointer, or the new version is at least as new as the one it
-        names. ``new`` is None when the pointer stays.
+        names. ``new`` is None when the pointer stays, as it does when the
+        kind or name directory is a symlink (the census never scans one).
         """
+        if linked_directory(self.root, kind, name) is not None:
+            return None, None
         form, current = self.read_pointer(kind, name)
         on_disk = {record.version: record for record in self.versions_on_disk(kind, name)}
         restored, named = on_disk.get(version), on_disk.get(current or "")

@@ -32,7 +32,7 @@ from storewarden.archive import (
     _read_descriptor,
 )
 from storewarden.logs import get_logger
-from storewarden.prune import Pruner
+from storewarden.prune import Pruner, linked_directory
 from storewarden.store import Kind, census_version
 
 
@@ -54,7 +54,8 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
     Extraction goes to ``<state>/tmp``; one rename then makes the version
     appear whole. ``latest`` moves to it when it is the newest complete
     version of its name. Raise RestoreError if the archive is not a version
-    archive, its kind is not managed, or the version is already in the store.
+    archive, its kind is not managed, the version is already in the store, or
+    its kind or name directory is a symlink or not a directory.
     """
     log = get_logger()
     with _open(archive) as tar:
@@ -62,6 +63,7 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
         if held.kind not in kinds:
             raise RestoreError(f"{archive} holds {held.kind}, which this store does not manage")
         destination = pruner.root / held.kind / held.name / held.version
+        _refuse_linked(pruner, held)
         _refuse_existing(destination)
         _refuse_without_models(held, pruner)
         staging = pruner.temporary_for(pruner.root / held.kind) / f"restore-{uuid.uuid4().hex}"
@@ -78,6 +80,7 @@ def restore(archive: Path, pruner: Pruner, kinds: tuple[Kind, ...]) -> Restored:
                     pruner.operations.mkdir(kind_dir, 0o755)
                 pruner.operations.mkdir(name_dir, 0o755)
                 pruner.operations.fsync_dir(kind_dir)
+            _refuse_linked(pruner, held)  # again, just before: nothing was written through one
             _refuse_existing(destination)
             pruner.operations.rename(staging, destination)
         except BaseException:
@@ -124,6 +127,21 @@ def _refuse_without_models(held: ArchivedVersion, pruner: Pruner) -> None:
         )
 
 
+def _refuse_linked(pruner: Pruner, held: ArchivedVersion) -> None:
+    """Raise RestoreError if the kind or name directory is a symlink or not a directory.
+
+    The version's rename (and the pointer's) would land wherever the link
+    points, outside the store.
+    """
+    found = linked_directory(pruner.root, held.kind, held.name)
+    if found is not None:
+        path, problem = found
+        raise RestoreError(
+            f"{path} is {problem}: restore writes only into the store's own directories;"
+            " nothing restored"
+        )
+
+
 def _refuse_existing(destination: Path) -> None:
     if os.path.lexists(destination):
         tag = f"{destination.parent.name}:{destination.name}"
@@ -165,6 +183,7 @@ def _extract(tar: tarfile.TarFile, staging: Path) -> None:
             os.symlink(member.linkname, target)
         else:
             raise RestoreError(f"unsupported member {member.name!r} (hard link or special file)")
+    _refuse_links_leading_out(staging, links)
     for directory, member in reversed(directories):  # deepest first: children are done
         os.chmod(directory, stat.S_IMODE(member.mode) or 0o700)
         os.utime(directory, (member.mtime, member.mtime))
@@ -191,6 +210,22 @@ def _refuse_through_links(
                 f"unsafe member {member.name!r} (nested under the symlink"
                 f" {'/'.join(parts[:depth])!r})"
             )
+
+
+def _refuse_links_leading_out(staging: Path, links: set[str]) -> None:
+    """Raise RestoreError if a symlink under ``staging``, followed to its end, lands outside it.
+
+    Each link's own text stays inside (see ``_link_stays_inside``), yet a
+    chain of them leads out: ``b/c -> ..`` is the version, ``r0 -> b/c/..``
+    reads as ``b`` but is its parent. So, as BentoML's import does ("destination
+    escapes import directory"), every link is resolved once all are made (a
+    link may name one extracted after it); a dangling one must end inside too.
+    """
+    home = os.path.realpath(staging)
+    for relative in sorted(links):
+        resolved = os.path.realpath(staging / relative)
+        if resolved != home and not resolved.startswith(home + os.sep):
+            raise RestoreError(f"unsafe member {relative!r} (symlink resolves outside the version)")
 
 
 def _write_file(target: Path, content: IO[bytes], member: tarfile.TarInfo) -> None:

@@ -24,6 +24,31 @@ def is_store_name(text: str) -> bool:
     return is_valid_tag_part(text) and not text.startswith(REMOVING_PREFIX)
 
 
+def new_tag_problem(name: str, version: str) -> str | None:
+    """Given the name and version a version would be created under, return what is wrong; or None.
+
+    Stricter than what the census reads: both lower case (BentoML
+    lower-cases every tag, so ``Iris`` would be another name to it), each
+    matching the whole pattern (``$`` lets a final newline through, in
+    BentoML's check too); the version may not be ``latest`` (a directory
+    there is read as the pointer) nor the name begin with
+    :data:`REMOVING_PREFIX` (the warden's, for a removal in place).
+    """
+    if name.lower() != name or version.lower() != version:
+        return f"BentoML lower-cases tags (it would read {name.lower()}:{version.lower()})"
+    for part in (name, version):
+        if len(part) > MAX_TAG_LENGTH or TAG_PATTERN.fullmatch(part) is None:
+            return (
+                f"not a valid tag (at most {MAX_TAG_LENGTH} lower case letters, digits,"
+                " . _ -, beginning and ending with a letter or digit)"
+            )
+    if version == "latest":
+        return "latest is the pointer to a name's newest version, not a version"
+    if name.startswith(REMOVING_PREFIX):
+        return f"names beginning {REMOVING_PREFIX!r} are reserved for storewarden"
+    return None
+
+
 # A tag part as BentoML spells it, plus the glob characters * ? [ ] !.
 _GLOB_PART = re.compile(r"^[a-z0-9._*?\[\]!-]{1,63}$")
 

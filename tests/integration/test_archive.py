@@ -27,6 +27,7 @@ from storewarden import restore as restore_module
 from storewarden.archive import Archiver, RestoreError, UnsafeArchiveDirError
 from storewarden.config import ConfigError, build_config
 from storewarden.engine import Engine
+from storewarden.prune import Operations
 from storewarden.restore import restore
 from storewarden.store import census, census_version
 from tests.conftest import Audit
@@ -360,9 +361,11 @@ def archived(store: Path, tmp_path: Path, *, versions: tuple[str, ...]) -> dict[
     return {version: archives / f"iris+{version}.bentomodel.tar" for version in versions}
 
 
-def restore_into(store: Path, archive_path: Path) -> restore_module.Restored:
+def restore_into(
+    store: Path, archive_path: Path, operations: Operations | None = None
+) -> restore_module.Restored:
     """Restore as the CLI does: prepare, lock, recover, restore."""
-    engine = Engine(build_config({"store": str(store)}))
+    engine = Engine(build_config({"store": str(store)}), operations=operations)
     engine.pruner.prepare()
     with engine.lock.held():
         engine.recover()
@@ -428,9 +431,20 @@ def test_a_version_already_in_the_store_is_not_restored(store: Path, tmp_path: P
     assert digest_tree(store / "models") == before
 
 
-def hostile_archive(path: Path, *members: tarfile.TarInfo, data: bytes = b"") -> Path:
-    """Write a tar holding a valid model.yaml and then ``members`` (files hold ``data``)."""
-    descriptor = b"name: iris\nversion: evil1\ncreation_time: '2026-11-26T12:00:00+00:00'\n"
+def descriptor_of(name: str, version: str) -> bytes:
+    """Return a model.yaml naming ``name:version``."""
+    return (
+        f"name: {name}\nversion: {version}\ncreation_time: '2026-11-26T12:00:00+00:00'\n".encode()
+    )
+
+
+def hostile_archive(
+    path: Path,
+    *members: tarfile.TarInfo,
+    data: bytes = b"",
+    descriptor: bytes = descriptor_of("iris", "evil1"),
+) -> Path:
+    """Write a tar holding ``descriptor`` as model.yaml, then ``members`` (files hold ``data``)."""
     with tarfile.open(path, "w") as tar:
         info = tarfile.TarInfo("model.yaml")
         info.size = len(descriptor)
@@ -489,6 +503,131 @@ def test_an_archive_with_an_unsafe_member_restores_nothing(
     assert not (store / "models" / "iris").exists()
     assert list((store / ".storewarden" / "tmp").iterdir()) == []
     assert not (tmp_path / "escape.txt").exists()
+
+
+def chain_out(last: str) -> list[tarfile.TarInfo]:
+    """Links each inside by its own text, leading out together: ``weights.pkl -> r8/<last>``.
+
+    r8 is some nine levels above the version: ``/`` under pytest's tmp_path.
+    """
+    chain = [member("b/c", tarfile.SYMTYPE, "..")]  # the version itself
+    chain.append(member("r0", tarfile.SYMTYPE, "b/c/.."))  # reads as b: is the version's parent
+    chain += [member(f"r{step}", tarfile.SYMTYPE, f"r{step - 1}/..") for step in range(1, 9)]
+    chain.append(member("weights.pkl", tarfile.SYMTYPE, f"r8/{last}"))
+    return chain
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        chain_out("etc/passwd"),
+        # Each link names one that comes later in the archive.
+        list(reversed(chain_out("etc/passwd"))),
+        # Dangling: it resolves to nothing, yet outside.
+        chain_out("no/such/file"),
+    ],
+    ids=["in-order", "reversed", "dangling"],
+)
+def test_an_archive_whose_symlink_chain_resolves_outside_the_version_restores_nothing(
+    store: Path, tmp_path: Path, members: list[tarfile.TarInfo]
+) -> None:
+    path = hostile_archive(tmp_path / "evil.bentomodel.tar", *members)
+
+    with pytest.raises(RestoreError, match="symlink resolves outside the version"):
+        restore_into(store, path)
+    assert not (store / "models" / "iris").exists()
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+    assert list((store / ".storewarden" / "trash").iterdir()) == []
+
+
+@pytest.mark.parametrize("linked", ["name", "kind", "name-a-file"])
+def test_a_restore_never_writes_through_a_symlinked_kind_or_name_directory(
+    store: Path, tmp_path: Path, linked: str
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    if linked == "name":
+        (store / "models" / "linkname").symlink_to(victim)
+    elif linked == "kind":
+        (store / "models").rmdir()
+        (store / "models").symlink_to(victim)
+    else:
+        (store / "models" / "linkname").write_bytes(b"")
+    path = hostile_archive(
+        tmp_path / "evil.bentomodel.tar", descriptor=descriptor_of("linkname", "v1")
+    )
+
+    with pytest.raises(RestoreError, match=r"(a symlink|not a directory): restore writes"):
+        restore_into(store, path)
+    assert list(victim.iterdir()) == []
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+    assert list((store / ".storewarden" / "trash").iterdir()) == []  # no intent either
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "message"),
+    [
+        # A directory at latest breaks BentoML: get("evil:latest") reads it as the pointer.
+        ("evil", "latest", "latest is the pointer"),
+        ("storewarden-removing-x", "v1", "reserved"),
+        ("Iris", "v1", "BentoML lower-cases"),
+        ("iris", "V1", "BentoML lower-cases"),
+        ("iris", '"v1\\n"', "not a valid tag"),  # re's $ matches before a final newline
+        ("iris", "1.0", "must be text"),  # a float, as BentoML's own Tag(...) cannot take
+        ("iris", "-v1", "not a valid tag"),
+        ("iris", "v" * 64, "not a valid tag"),
+    ],
+)
+def test_an_archive_naming_no_valid_new_tag_restores_nothing(
+    store: Path, tmp_path: Path, name: str, version: str, message: str
+) -> None:
+    path = hostile_archive(
+        tmp_path / "evil.bentomodel.tar", descriptor=descriptor_of(name, version)
+    )
+
+    with pytest.raises(RestoreError, match=message):
+        restore_into(store, path)
+    assert list((store / "models").iterdir()) == []
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
+    assert list((store / ".storewarden" / "trash").iterdir()) == []
+
+
+class Swapping(Operations):
+    """Real operations that, at one step, swap a name directory for a symlink out of the store."""
+
+    def __init__(self, step_name: str, at: Callable[[Path], bool], name_dir: Path, out: Path):
+        self.step_name, self.at, self.name_dir, self.out = step_name, at, name_dir, out
+        self.swapped = False
+
+    def step(self, name: str, path: Path) -> None:
+        if self.swapped or name != self.step_name or not self.at(path):
+            return
+        self.swapped = True
+        os.rename(self.name_dir, self.out)  # what was in it goes along, out of the store
+        self.name_dir.symlink_to(self.out)
+
+
+@pytest.mark.parametrize("moment", ["before the version's rename", "before the pointer's rename"])
+def test_a_name_directory_swapped_for_a_symlink_during_a_restore_is_never_written_through(
+    store: Path, tmp_path: Path, moment: str
+) -> None:
+    name_dir, out = store / "models" / "fresh", tmp_path / "out"
+    if moment == "before the version's rename":
+        # Just after restore created the name directory.
+        swap = Swapping("fsync_dir", lambda path: path == store / "models", name_dir, out)
+    else:
+        # The version is in; the pointer is being written aside.
+        swap = Swapping("fsync_file", lambda path: path.name.startswith("latest-"), name_dir, out)
+    path = hostile_archive(
+        tmp_path / "fresh.bentomodel.tar", descriptor=descriptor_of("fresh", "v1")
+    )
+
+    with pytest.raises((RestoreError, OSError), match="a symlink"):
+        restore_into(store, path, operations=swap)
+    assert swap.swapped
+    assert not (out / "latest").exists()
+    assert not (out / "v1").exists() or moment == "before the pointer's rename"
+    assert list((store / ".storewarden" / "tmp").iterdir()) == []
 
 
 @pytest.mark.parametrize(
