@@ -3,8 +3,9 @@
 A version is in use when a process has a file under it open or
 memory-mapped, has its working directory under it, or names its path or its
 tag on its command line, unless its environment sends BentoML to another
-store (``BENTOML_HOME`` set to a directory that is not this store: BentoML
-resolves its tags there). Processes that cannot be inspected (another
+store (``BENTOML_HOME`` set to a directory that is not this store, compared by
+device and inode as the process sees that path: BentoML resolves its tags
+there). Processes that cannot be inspected (another
 user's, without CAP_SYS_PTRACE) are counted and reported, never fatal. The
 command lines of storewarden's own commands are not read: they name what
 they remove, pin or restore, and use nothing.
@@ -95,28 +96,68 @@ def inspect_processes() -> Iterator[ProcessView]:
 
 
 def _bentoml_home(pid: int) -> str | None:
-    """Return BENTOML_HOME from ``/proc/<pid>/environ``; None if unset or unreadable."""
+    """Return BENTOML_HOME from ``/proc/<pid>/environ``; None if unset or unreadable.
+
+    A leading ``~`` is expanded with the process's own ``HOME``, as BentoML
+    there expands it; without one it is left for :func:`_elsewhere` to call
+    unknown.
+    """
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             data = handle.read()
     except OSError:
         return None
+    environment: dict[bytes, bytes] = {}
     for item in data.split(b"\0"):
-        if item.startswith(b"BENTOML_HOME="):
-            return os.fsdecode(item.removeprefix(b"BENTOML_HOME="))
-    return None
+        key, _, value = item.partition(b"=")
+        environment.setdefault(key, value)  # the first of a repeated name, as getenv reads it
+    raw = environment.get(b"BENTOML_HOME")
+    if raw is None:
+        return None
+    home = os.fsdecode(raw)
+    user_home = environment.get(b"HOME")
+    if user_home and (home == "~" or home.startswith("~/")):
+        return os.fsdecode(user_home) + home[1:]
+    return home
 
 
-def _elsewhere(view: ProcessView, real_root: str, cache: dict[str, str]) -> bool:
-    """Return whether the process's BENTOML_HOME is a store other than this one.
+def _identity(path: str) -> Inode | None:
+    """Return the ``(device, inode)`` of what ``path`` names; None if it cannot be stat'ed."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino)
 
-    Unset or unreadable counts as this store (BentoML's default may be it):
-    failing safe.
+
+def _elsewhere(
+    view: ProcessView, store: Inode | None, identity: Callable[[str], Inode | None]
+) -> bool:
+    """Return whether the process's BENTOML_HOME is known to be a store other than this one.
+
+    Compared by ``(device, inode)``, so a bind mount or any other path to this
+    store is this store. The path is looked up as the process sees it first
+    (``/proc/<pid>/root`` + it, or ``/proc/<pid>/cwd`` + it when relative: its
+    mount namespace, its working directory), then as the warden does. Unset,
+    unreadable, left for the process to expand (``$VAR``, ``~user``) or a path
+    that cannot be stat'ed is unknown, which counts as this store (BentoML's
+    default may be it): failing safe.
     """
     home = view.bentoml_home
-    if not home:
+    if not home or store is None or "$" in home or home.startswith("~"):
         return False
-    return _resolve(os.path.expanduser(home), view.cwd, cache).rstrip("/") != real_root
+    home = home.rstrip("/") or "/"
+    if home.startswith("/"):
+        candidates = [f"/proc/{view.pid}/root{home}", home]
+    else:
+        candidates = [f"/proc/{view.pid}/cwd/{home}"]
+        if view.cwd is not None:
+            candidates.append(os.path.join(view.cwd, home))
+    for candidate in candidates:
+        found = identity(candidate)
+        if found is not None:
+            return found != store
+    return False
 
 
 @dataclass(frozen=True)
@@ -277,14 +318,22 @@ def _tokens(cmdline: Iterable[str]) -> Iterator[str]:
         yield from (token for token in _TOKEN_SPLIT.split(argument) if token)
 
 
-def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
-    """Given the store root and process views, return them indexed by version and tag."""
+def index_processes(
+    root: Path,
+    views: Iterable[ProcessView],
+    identity: Callable[[str], Inode | None] = _identity,
+) -> ProcessTable:
+    """Given the store root and process views, return them indexed by version and tag.
+
+    ``identity`` gives a path's ``(device, inode)`` (None if it cannot be
+    stat'ed): injectable so tests can present made-up filesystems.
+    """
     root_text = str(root).rstrip("/") + "/"
     by_version: dict[str, str] = {}
     by_token: dict[str, str] = {}
     by_inode: dict[Inode, str] = {}
     resolved: dict[str, str] = {}
-    real_root = _resolve(str(root), None, resolved).rstrip("/")
+    store = identity(str(root))
     seen = uninspectable = 0
     for view in views:
         seen += 1
@@ -303,7 +352,7 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
                 by_version.setdefault(key, f"{who} works in {view.cwd}")
         if _is_warden(view.cmdline):
             continue  # `storewarden delete iris:v1` names what it removes, not what it uses
-        elsewhere = _elsewhere(view, real_root, resolved)
+        elsewhere = _elsewhere(view, store, identity)
         for token in _tokens(view.cmdline):
             why = f"{who} names {token} on its command line"
             key = _relative_version(token + "/", root_text)

@@ -228,26 +228,88 @@ def test_a_version_held_through_another_path_to_the_store_is_seen_by_device_and_
     assert (versions[0] / "weights.bin").read_bytes() == b"w" * 4096
 
 
+@pytest.fixture
+def bind_mounts() -> Iterator[Callable[[Path, Path], None]]:
+    """Return a function that bind-mounts a directory at another; each unmounted at the end.
+
+    Skips the test (with the reason) where mounting is not permitted.
+    """
+    mounted: list[Path] = []
+
+    def bind(source: Path, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            ["mount", "--bind", str(source), str(target)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot bind-mount here (needs root or CAP_SYS_ADMIN): {result.stderr}")
+        mounted.append(target)
+
+    yield bind
+    for target in reversed(mounted):
+        subprocess.run(["umount", str(target)], check=True)
+
+
+THROUGH_A_MOUNT = pytest.mark.tmpfs  # mounts need root, as the tmpfs tests do
+
+
 @pytest.mark.parametrize(
     ("home", "held_stays"),
-    [("another-store", False), ("this-store-through-a-symlink", True), ("this-store", True)],
+    [
+        ("another-store", False),
+        ("this-store-through-a-symlink", True),
+        ("this-store", True),
+        pytest.param("this-store-through-a-bind-mount", True, marks=THROUGH_A_MOUNT),
+        pytest.param("this-store-mounted-in-its-own-namespace", True, marks=THROUGH_A_MOUNT),
+        ("this-store-relative-to-its-working-directory", True),
+        ("this-store-under-its-own-home", True),
+        ("a-directory-that-does-not-exist", True),  # unknown: fail safe
+    ],
 )
 def test_a_tag_on_a_command_line_holds_only_in_the_store_bentoml_uses_there(
-    tmp_path: Path, holders: list[subprocess.Popen[str]], home: str, held_stays: bool
+    tmp_path: Path,
+    holders: list[subprocess.Popen[str]],
+    bind_mounts: Callable[[Path, Path], None],
+    home: str,
+    held_stays: bool,
 ) -> None:
     # BentoML resolves a tag in BENTOML_HOME: `bentoml serve numbat:v1` run for
-    # another store holds nothing here (a CI agent with one store per job).
+    # another store holds nothing here (a CI agent with one store per job). The
+    # same store reached by another path is this store.
     store = tmp_path / "bentoml"
     for index in (1, 2, 3):
         make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
     point_latest(store, NAME, "v3")
     (tmp_path / "other-store").mkdir()
     os.symlink(store, tmp_path / "link-to-store")
+    (tmp_path / "user").mkdir()
+    os.symlink(store, tmp_path / "user" / "bentoml")
     bentoml_home = {
         "another-store": tmp_path / "other-store",
         "this-store-through-a-symlink": tmp_path / "link-to-store",
         "this-store": store,
+        "this-store-through-a-bind-mount": tmp_path / "alias",
+        # An empty directory here; the store, where the holder looks.
+        "this-store-mounted-in-its-own-namespace": tmp_path / "other-store",
+        "this-store-relative-to-its-working-directory": Path("bentoml"),
+        "this-store-under-its-own-home": Path("~/bentoml"),
+        "a-directory-that-does-not-exist": tmp_path / "gone",
     }[home]
+    holder = [sys.executable, "-c", WAIT, "serve", f"{NAME}:v1"]
+    if home == "this-store-through-a-bind-mount":
+        bind_mounts(store, tmp_path / "alias")
+    if home == "this-store-mounted-in-its-own-namespace":
+        if subprocess.run(["unshare", "--mount", "true"], check=False).returncode != 0:
+            pytest.skip("cannot make a mount namespace here (needs root or CAP_SYS_ADMIN)")
+        holder = [
+            *("unshare", "--mount", "--propagation", "private", "sh", "-c"),
+            f'mount --bind "{store}" "{bentoml_home}" && exec "$@"',
+            "holder",
+            *holder,
+        ]
     config = tmp_path / "config.yaml"
     config.write_text(
         json.dumps(
@@ -259,12 +321,12 @@ def test_a_tag_on_a_command_line_holds_only_in_the_store_bentoml_uses_there(
         )
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", WAIT, "serve", f"{NAME}:v1"],
+        holder,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
+        env={**os.environ, "BENTOML_HOME": str(bentoml_home), "HOME": str(tmp_path / "user")},
     )
     holders.append(process)
     assert process.stdout is not None

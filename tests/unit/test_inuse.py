@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from storewarden.inuse import ProcessView, holders_in, index_processes
+from storewarden.inuse import Inode, ProcessView, holders_in, index_processes
 from storewarden.store import VersionRecord
 
 STORE = Path("/srv/bentoml")
@@ -26,11 +27,22 @@ RECORD = VersionRecord(
 )
 
 
-def held(cmdline: tuple[str, ...], bentoml_home: str | None = None) -> bool:
+# (device, inode) of the paths the made-up filesystem has; any other cannot be stat'ed.
+THIS_STORE = (1, 100)
+OTHER_STORE = (1, 200)
+IDENTITIES = {str(STORE): THIS_STORE, "/proc/7/root/srv/bentoml": THIS_STORE}
+
+
+def held(
+    cmdline: tuple[str, ...],
+    bentoml_home: str | None = None,
+    identities: Mapping[str, Inode] = IDENTITIES,
+) -> bool:
     view = ProcessView(
         pid=7, name="x", cmdline=cmdline, cwd="/work", paths=(), bentoml_home=bentoml_home
     )
-    return RECORD.path in holders_in(index_processes(STORE, [view]), [RECORD]).holders
+    table = index_processes(STORE, [view], identity=identities.get)
+    return RECORD.path in holders_in(table, [RECORD]).holders
 
 
 @pytest.mark.parametrize(
@@ -68,9 +80,48 @@ def test_a_wardens_command_line_is_not_read_for_paths_either() -> None:
 
 @pytest.mark.parametrize(
     ("bentoml_home", "holds"),
-    [(None, True), ("", True), (str(STORE), True), (f"{STORE}/", True), ("/srv/other", False)],
+    [
+        (None, True),
+        ("", True),
+        (str(STORE), True),
+        (f"{STORE}/", True),
+        ("/srv/other", False),
+        # Another path to this very directory (a bind mount, a second name for it).
+        ("/mnt/alias-of-the-store", True),
+        # Cannot be stat'ed, or left for the process's own shell to expand: unknown.
+        ("/srv/gone", True),
+        ("$STORE_HOME/bentoml", True),
+        ("~someone/bentoml", True),
+        # Relative: against the process's working directory, as it sees it.
+        ("bentoml", True),
+        ("other", False),
+    ],
 )
 def test_a_tag_holds_only_where_bentoml_home_is_this_store_or_unknown(
     bentoml_home: str | None, holds: bool
 ) -> None:
-    assert held(("bentoml", "serve", "iris:v1"), bentoml_home) is holds
+    identities = {
+        **IDENTITIES,
+        "/proc/7/root/srv/other": OTHER_STORE,
+        "/srv/other": OTHER_STORE,
+        "/mnt/alias-of-the-store": THIS_STORE,
+        "/proc/7/cwd/bentoml": THIS_STORE,
+        "/proc/7/cwd/other": OTHER_STORE,
+    }
+    assert held(("bentoml", "serve", "iris:v1"), bentoml_home, identities) is holds
+
+
+def test_bentoml_home_is_looked_up_as_the_process_sees_it_before_as_the_warden_does() -> None:
+    # In the process's mount namespace /data is this store; in the warden's, another one.
+    cmdline = ("bentoml", "serve", "iris:v1")
+    mounted_there = {str(STORE): THIS_STORE, "/proc/7/root/data": THIS_STORE, "/data": OTHER_STORE}
+    assert held(cmdline, "/data", mounted_there)
+    elsewhere_there = {
+        str(STORE): THIS_STORE,
+        "/proc/7/root/data": OTHER_STORE,
+        "/data": THIS_STORE,
+    }
+    assert not held(cmdline, "/data", elsewhere_there)
+    # The process's root cannot be read (another user's, no CAP_SYS_PTRACE): the path itself.
+    assert not held(cmdline, "/data", {str(STORE): THIS_STORE, "/data": OTHER_STORE})
+    assert held(cmdline, "/data", {str(STORE): THIS_STORE, "/data": THIS_STORE})
