@@ -363,7 +363,8 @@ def index_processes(
             if key is not None:
                 by_version.setdefault(key, why)
             if not elsewhere:  # a tag names a version of the store BentoML uses there
-                by_token.setdefault(token, why)
+                # BentoML lower-cases a tag (Tag.from_str): RESNET:V1 loads resnet:v1.
+                by_token.setdefault(token.lower(), why)
     return ProcessTable(by_version, by_token, seen, uninspectable, by_inode)
 
 

@@ -74,6 +74,11 @@ HOLDERS = [
         lambda v, _l: [sys.executable, "-c", WAIT, f"--weights={v / 'weights.bin'}"],
     ),
     Holder("its-tag-in-the-arguments", lambda _v, _l: [sys.executable, "-c", WAIT, f"{NAME}:v1"]),
+    # BentoML lower-cases a tag before it looks it up.
+    Holder(
+        "its-tag-in-upper-case",
+        lambda _v, _l: [sys.executable, "-c", WAIT, f"{NAME.upper()}:V1"],
+    ),
     Holder(
         "its-path-through-a-symlinked-store",
         lambda _v, links: [sys.executable, "-c", WAIT, f"{links}/store/models/{NAME}/v1"],

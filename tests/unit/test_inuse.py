@@ -125,3 +125,17 @@ def test_bentoml_home_is_looked_up_as_the_process_sees_it_before_as_the_warden_d
     # The process's root cannot be read (another user's, no CAP_SYS_PTRACE): the path itself.
     assert not held(cmdline, "/data", {str(STORE): THIS_STORE, "/data": OTHER_STORE})
     assert held(cmdline, "/data", {str(STORE): THIS_STORE, "/data": THIS_STORE})
+
+
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        ("bentoml", "serve", "IRIS:V1"),
+        ("bentoml", "serve", "Iris:v1"),
+        ("python", "serve.py", "--model=IRIS:v1"),
+    ],
+)
+def test_a_tag_in_any_case_holds_the_version_as_bentoml_lower_cases_it(
+    cmdline: tuple[str, ...],
+) -> None:
+    assert held(cmdline)
