@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from storewarden.store import VersionRecord
+from storewarden.tags import find_tags
 
 _TOKEN_SPLIT = re.compile(r"[\s=,;\"']+")
 
@@ -318,6 +319,20 @@ def _tokens(cmdline: Iterable[str]) -> Iterator[str]:
         yield from (token for token in _TOKEN_SPLIT.split(argument) if token)
 
 
+def _named_versions(
+    view: ProcessView, root_text: str, resolved: dict[str, str]
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(kind/name/version, word)`` for each command-line word naming a version's path."""
+    for token in _tokens(view.cmdline):
+        key = _relative_version(token + "/", root_text)
+        if key is None and "/" in token:
+            # Through a symlink (~/bentoml -> /data/bentoml, /srv/current -> a
+            # version): /proc shows open files and cwd resolved, arguments not.
+            key = _relative_version(_resolve(token, view.cwd, resolved) + "/", root_text)
+        if key is not None:
+            yield key, token
+
+
 def index_processes(
     root: Path,
     views: Iterable[ProcessView],
@@ -352,19 +367,13 @@ def index_processes(
                 by_version.setdefault(key, f"{who} works in {view.cwd}")
         if _is_warden(view.cmdline):
             continue  # `storewarden delete iris:v1` names what it removes, not what it uses
-        elsewhere = _elsewhere(view, store, identity)
-        for token in _tokens(view.cmdline):
-            why = f"{who} names {token} on its command line"
-            key = _relative_version(token + "/", root_text)
-            if key is None and "/" in token:
-                # Through a symlink (~/bentoml -> /data/bentoml, /srv/current -> a
-                # version): /proc shows open files and cwd resolved, arguments not.
-                key = _relative_version(_resolve(token, view.cwd, resolved) + "/", root_text)
-            if key is not None:
-                by_version.setdefault(key, why)
-            if not elsewhere:  # a tag names a version of the store BentoML uses there
-                # BentoML lower-cases a tag (Tag.from_str): RESNET:V1 loads resnet:v1.
-                by_token.setdefault(token.lower(), why)
+        for key, token in _named_versions(view, root_text, resolved):
+            by_version.setdefault(key, f"{who} names {token} on its command line")
+        # RESNET:V1 and model(resnet:v1) name resnet:v1 (BentoML lower-cases a tag).
+        tags = dict.fromkeys(tag for argument in view.cmdline for tag in find_tags(argument))
+        if tags and not _elsewhere(view, store, identity):
+            for tag in tags:  # a tag names a version of the store BentoML uses there
+                by_token.setdefault(tag, f"{who} names {tag} on its command line")
     return ProcessTable(by_version, by_token, seen, uninspectable, by_inode)
 
 

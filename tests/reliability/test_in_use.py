@@ -80,6 +80,10 @@ HOLDERS = [
         lambda _v, _l: [sys.executable, "-c", WAIT, f"{NAME.upper()}:V1"],
     ),
     Holder(
+        "its-tag-inside-other-characters",
+        lambda _v, _l: [sys.executable, "-c", WAIT, f"model({NAME}:v1)", f"[resnet:v9,{NAME}:v1]"],
+    ),
+    Holder(
         "its-path-through-a-symlinked-store",
         lambda _v, links: [sys.executable, "-c", WAIT, f"{links}/store/models/{NAME}/v1"],
     ),

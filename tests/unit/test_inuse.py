@@ -139,3 +139,36 @@ def test_a_tag_in_any_case_holds_the_version_as_bentoml_lower_cases_it(
     cmdline: tuple[str, ...],
 ) -> None:
     assert held(cmdline)
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "model(iris:v1)",
+        "[iris:v1]",
+        "'iris:v1',",
+        "--model=iris:v1",
+        "iris:v1,resnet:v2",
+        "resnet:v2,iris:v1",
+        "{'model': 'iris:v1'}",
+        "import bentoml; bentoml.models.get('iris:v1')",
+        "--models=[resnet:v2;iris:v1]",
+        "iris:v1.",
+        "registry:iris:v1",
+        "models/iris:v1/weights",
+    ],
+)
+def test_a_tag_inside_other_characters_holds_the_version(argument: str) -> None:
+    assert held(("python", "serve.py", argument))
+
+
+@pytest.mark.parametrize(
+    "argument",
+    ["iris:v10", "iris:v1x", "iris:v1-2", "iris:v1.2", "xiris:v1", "my-iris:v1", "iris_v1", "iris"],
+)
+def test_a_longer_or_other_tag_around_the_name_holds_nothing(argument: str) -> None:
+    assert not held(("python", "serve.py", argument))
+
+
+def test_storewardens_own_commands_hold_nothing_by_a_tag_inside_an_argument() -> None:
+    assert not held(("storewarden", "delete", "--tag=model(IRIS:V1)"))
