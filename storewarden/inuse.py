@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from storewarden.store import VersionRecord
+from storewarden.store import POINTER, FileSystem, VersionRecord, read_pointer
 from storewarden.tags import find_tags
 
 _TOKEN_SPLIT = re.compile(r"[\s=,;\"']+")
@@ -377,23 +377,66 @@ def index_processes(
     return ProcessTable(by_version, by_token, seen, uninspectable, by_inode)
 
 
+def latest_version(record: VersionRecord) -> str | None:
+    """Return the version the ``latest`` pointer of ``record``'s name names now; None if unknown.
+
+    Unknown: no pointer, one that cannot be read, or one naming no version
+    there. BentoML then rewrites it to the newest version by creation time,
+    so any version of the name may be what ``name:latest`` loads.
+    """
+    directory = record.path.parent
+    path = directory / POINTER
+    try:
+        pointer = read_pointer(record.kind, record.name, path, FileSystem(), os.lstat(path))
+    except OSError:
+        return None
+    if pointer.target is None or not (directory / pointer.target).is_dir():
+        return None
+    return pointer.target
+
+
+def _held_as_latest(
+    table: ProcessTable,
+    record: VersionRecord,
+    latest: Callable[[VersionRecord], str | None],
+    named: dict[tuple[str, str], str | None],
+) -> str | None:
+    """Return why ``record`` is held as what ``name:latest`` on a command line loads, or None."""
+    why = table.by_token.get(f"{record.name}:{POINTER}")
+    if why is None:
+        return None
+    if record.key not in named:
+        named[record.key] = latest(record)
+    target = named[record.key]
+    if target is None:
+        return f"{why}, and what latest names is unknown"
+    return f"{why}, and latest names it" if target == record.version else None
+
+
 def holders_in(
     table: ProcessTable,
     records: Iterable[VersionRecord],
     inodes: Mapping[Path, set[Inode]] | None = None,
+    latest: Callable[[VersionRecord], str | None] = latest_version,
 ) -> InUseScan:
     """Return which of ``records`` the indexed process table holds.
 
     ``inodes`` gives, for versions walked just now, the ``(device, inode)`` of
     everything in them: a process holding any of those files holds the
     version, whatever path it used (the re-check before a removal walks its
-    version anyway). Otherwise paths and tags are compared.
+    version anyway). Otherwise paths and tags are compared. A process naming
+    ``name:latest`` (``bentoml serve iris:latest``) holds the version
+    ``latest(record)`` says the pointer names now, or every version of the
+    name while that is unknown (None); ``latest`` is injectable for tests.
     """
     holders: dict[Path, str] = {}
+    named: dict[tuple[str, str], str | None] = {}
     for record in records:
         why = table.by_version.get(f"{record.kind}/{record.name}/{record.version}")
         if why is None:
             why = table.by_token.get(record.tag)
+        if why is None:
+            why = _held_as_latest(table, record, latest, named)
         if why is None and inodes is not None and table.by_inode:
             why = next(
                 (

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from storewarden.inuse import latest_version
+from storewarden.store import census
 from tests.reliability.support import run_cli
 from tests.storebuilder import NOW, make_version, point_latest
 
@@ -347,3 +349,82 @@ def test_a_tag_on_a_command_line_holds_only_in_the_store_bentoml_uses_there(
     removed = sorted(event["version"] for event in result.named("version_removed"))
     assert removed == (["v2"] if held_stays else ["v1", "v2"])
     assert (store / "models" / NAME / "v1").exists() == held_stays
+
+
+def test_name_latest_on_a_command_line_holds_the_version_latest_names(
+    tmp_path: Path, holders: list[subprocess.Popen[str]]
+) -> None:
+    # `bentoml serve numbat:latest` serves what latest names; keep_latest is off,
+    # so only the in-use scan keeps it.
+    store = tmp_path / "bentoml"
+    for index in (1, 2, 3):
+        make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
+    point_latest(store, NAME, "v1")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(store),
+                "protect": {"min_age": "0s", "settle": "0s", "keep_latest": False},
+                "retention": {"max_versions": 1},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", WAIT, "serve", f"{NAME}:latest"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    holders.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline() == "holding\n"
+
+    while_held = run_cli("prune", "--config", str(config))
+
+    assert while_held.code == 0, while_held.text
+    assert [e["version"] for e in while_held.named("version_removed")] == ["v2"]
+    assert (store / "models" / NAME / "v1").is_dir()
+
+    process.communicate("", timeout=30)
+    after_exit = run_cli("prune", "--config", str(config))
+
+    assert after_exit.code == 0, after_exit.text
+    assert [e["version"] for e in after_exit.named("version_removed")] == ["v1"]
+
+
+@pytest.mark.parametrize(
+    ("pointer", "named"),
+    [
+        ("a-file-naming-v1", "v1"),
+        ("a-symlink-to-v1", "v1"),
+        ("missing", None),
+        ("a-file-naming-a-version-not-there", None),
+        ("a-file-naming-a-path", None),
+        ("a-directory", None),
+    ],
+)
+def test_what_latest_names_is_read_from_the_pointer_or_unknown(
+    tmp_path: Path, pointer: str, named: str | None
+) -> None:
+    # Unknown (None): BentoML rewrites such a pointer to the newest version, so
+    # `name:latest` may load any version of the name.
+    store = tmp_path / "bentoml"
+    for index in (1, 2):
+        make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
+    record = census(store).find("models", NAME, "v2")
+    assert record is not None
+    latest = store / "models" / NAME / "latest"
+    if pointer == "a-file-naming-v1":
+        point_latest(store, NAME, "v1")
+    elif pointer == "a-symlink-to-v1":
+        os.symlink("v1", latest)
+    elif pointer == "a-file-naming-a-version-not-there":
+        point_latest(store, NAME, "v9")
+    elif pointer == "a-file-naming-a-path":
+        point_latest(store, NAME, "../../models/numbat/v1")
+    elif pointer == "a-directory":
+        latest.mkdir()
+
+    assert latest_version(record) == named

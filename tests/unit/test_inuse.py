@@ -172,3 +172,39 @@ def test_a_longer_or_other_tag_around_the_name_holds_nothing(argument: str) -> N
 
 def test_storewardens_own_commands_hold_nothing_by_a_tag_inside_an_argument() -> None:
     assert not held(("storewarden", "delete", "--tag=model(IRIS:V1)"))
+
+
+LATER = VersionRecord(
+    kind="models",
+    name="iris",
+    version="v2",
+    path=STORE / "models" / "iris" / "v2",
+    creation_time=WHEN,
+    creation_time_estimated=False,
+    labels={},
+    bytes=1,
+    last_change=WHEN,
+    complete=True,
+)
+
+
+def held_by_latest(cmdline: tuple[str, ...], latest: str | None) -> list[str]:
+    view = ProcessView(pid=7, name="x", cmdline=cmdline, cwd="/work", paths=())
+    table = index_processes(STORE, [view], identity=IDENTITIES.get)
+    scan = holders_in(table, [RECORD, LATER], latest=lambda _record: latest)
+    return sorted(path.name for path in scan.holders)
+
+
+def test_name_latest_on_a_command_line_holds_the_version_latest_names() -> None:
+    assert held_by_latest(("bentoml", "serve", "iris:latest"), "v1") == ["v1"]
+    assert held_by_latest(("bentoml", "serve", "IRIS:LATEST"), "v2") == ["v2"]
+    assert held_by_latest(("bentoml", "serve", "--bento=iris:latest"), "v2") == ["v2"]
+
+
+def test_name_latest_holds_every_version_of_the_name_while_what_it_names_is_unknown() -> None:
+    # BentoML itself picks the newest by creation_time when latest is missing or broken.
+    assert held_by_latest(("bentoml", "serve", "iris:latest"), None) == ["v1", "v2"]
+
+
+def test_another_names_latest_holds_nothing_here() -> None:
+    assert held_by_latest(("bentoml", "serve", "resnet:latest"), None) == []
