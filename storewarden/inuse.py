@@ -3,8 +3,9 @@
 A version is in use when a process has a file under it open or
 memory-mapped, has its working directory under it, or names its path or its
 tag on its command line, unless its environment sends BentoML to another
-store (``BENTOML_HOME`` set to a directory that is not this store: BentoML
-resolves its tags there). Processes that cannot be inspected (another
+store (``BENTOML_HOME`` set to a directory that is not this store, compared by
+device and inode as the process sees that path: BentoML resolves its tags
+there). Processes that cannot be inspected (another
 user's, without CAP_SYS_PTRACE) are counted and reported, never fatal. The
 command lines of storewarden's own commands are not read: they name what
 they remove, pin or restore, and use nothing.
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import psutil
 
-from storewarden.store import VersionRecord
+from storewarden.store import POINTER, FileSystem, VersionRecord, read_pointer
+from storewarden.tags import find_tags
 
 _TOKEN_SPLIT = re.compile(r"[\s=,;\"']+")
 
@@ -95,28 +97,68 @@ def inspect_processes() -> Iterator[ProcessView]:
 
 
 def _bentoml_home(pid: int) -> str | None:
-    """Return BENTOML_HOME from ``/proc/<pid>/environ``; None if unset or unreadable."""
+    """Return BENTOML_HOME from ``/proc/<pid>/environ``; None if unset or unreadable.
+
+    A leading ``~`` is expanded with the process's own ``HOME``, as BentoML
+    there expands it; without one it is left for :func:`_elsewhere` to call
+    unknown.
+    """
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             data = handle.read()
     except OSError:
         return None
+    environment: dict[bytes, bytes] = {}
     for item in data.split(b"\0"):
-        if item.startswith(b"BENTOML_HOME="):
-            return os.fsdecode(item.removeprefix(b"BENTOML_HOME="))
-    return None
+        key, _, value = item.partition(b"=")
+        environment.setdefault(key, value)  # the first of a repeated name, as getenv reads it
+    raw = environment.get(b"BENTOML_HOME")
+    if raw is None:
+        return None
+    home = os.fsdecode(raw)
+    user_home = environment.get(b"HOME")
+    if user_home and (home == "~" or home.startswith("~/")):
+        return os.fsdecode(user_home) + home[1:]
+    return home
 
 
-def _elsewhere(view: ProcessView, real_root: str, cache: dict[str, str]) -> bool:
-    """Return whether the process's BENTOML_HOME is a store other than this one.
+def _identity(path: str) -> Inode | None:
+    """Return the ``(device, inode)`` of what ``path`` names; None if it cannot be stat'ed."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino)
 
-    Unset or unreadable counts as this store (BentoML's default may be it):
-    failing safe.
+
+def _elsewhere(
+    view: ProcessView, store: Inode | None, identity: Callable[[str], Inode | None]
+) -> bool:
+    """Return whether the process's BENTOML_HOME is known to be a store other than this one.
+
+    Compared by ``(device, inode)``, so a bind mount or any other path to this
+    store is this store. The path is looked up as the process sees it first
+    (``/proc/<pid>/root`` + it, or ``/proc/<pid>/cwd`` + it when relative: its
+    mount namespace, its working directory), then as the warden does. Unset,
+    unreadable, left for the process to expand (``$VAR``, ``~user``) or a path
+    that cannot be stat'ed is unknown, which counts as this store (BentoML's
+    default may be it): failing safe.
     """
     home = view.bentoml_home
-    if not home:
+    if not home or store is None or "$" in home or home.startswith("~"):
         return False
-    return _resolve(os.path.expanduser(home), view.cwd, cache).rstrip("/") != real_root
+    home = home.rstrip("/") or "/"
+    if home.startswith("/"):
+        candidates = [f"/proc/{view.pid}/root{home}", home]
+    else:
+        candidates = [f"/proc/{view.pid}/cwd/{home}"]
+        if view.cwd is not None:
+            candidates.append(os.path.join(view.cwd, home))
+    for candidate in candidates:
+        found = identity(candidate)
+        if found is not None:
+            return found != store
+    return False
 
 
 @dataclass(frozen=True)
@@ -277,14 +319,36 @@ def _tokens(cmdline: Iterable[str]) -> Iterator[str]:
         yield from (token for token in _TOKEN_SPLIT.split(argument) if token)
 
 
-def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
-    """Given the store root and process views, return them indexed by version and tag."""
+def _named_versions(
+    view: ProcessView, root_text: str, resolved: dict[str, str]
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(kind/name/version, word)`` for each command-line word naming a version's path."""
+    for token in _tokens(view.cmdline):
+        key = _relative_version(token + "/", root_text)
+        if key is None and "/" in token:
+            # Through a symlink (~/bentoml -> /data/bentoml, /srv/current -> a
+            # version): /proc shows open files and cwd resolved, arguments not.
+            key = _relative_version(_resolve(token, view.cwd, resolved) + "/", root_text)
+        if key is not None:
+            yield key, token
+
+
+def index_processes(
+    root: Path,
+    views: Iterable[ProcessView],
+    identity: Callable[[str], Inode | None] = _identity,
+) -> ProcessTable:
+    """Given the store root and process views, return them indexed by version and tag.
+
+    ``identity`` gives a path's ``(device, inode)`` (None if it cannot be
+    stat'ed): injectable so tests can present made-up filesystems.
+    """
     root_text = str(root).rstrip("/") + "/"
     by_version: dict[str, str] = {}
     by_token: dict[str, str] = {}
     by_inode: dict[Inode, str] = {}
     resolved: dict[str, str] = {}
-    real_root = _resolve(str(root), None, resolved).rstrip("/")
+    store = identity(str(root))
     seen = uninspectable = 0
     for view in views:
         seen += 1
@@ -303,38 +367,76 @@ def index_processes(root: Path, views: Iterable[ProcessView]) -> ProcessTable:
                 by_version.setdefault(key, f"{who} works in {view.cwd}")
         if _is_warden(view.cmdline):
             continue  # `storewarden delete iris:v1` names what it removes, not what it uses
-        elsewhere = _elsewhere(view, real_root, resolved)
-        for token in _tokens(view.cmdline):
-            why = f"{who} names {token} on its command line"
-            key = _relative_version(token + "/", root_text)
-            if key is None and "/" in token:
-                # Through a symlink (~/bentoml -> /data/bentoml, /srv/current -> a
-                # version): /proc shows open files and cwd resolved, arguments not.
-                key = _relative_version(_resolve(token, view.cwd, resolved) + "/", root_text)
-            if key is not None:
-                by_version.setdefault(key, why)
-            if not elsewhere:  # a tag names a version of the store BentoML uses there
-                by_token.setdefault(token, why)
+        for key, token in _named_versions(view, root_text, resolved):
+            by_version.setdefault(key, f"{who} names {token} on its command line")
+        # RESNET:V1 and model(resnet:v1) name resnet:v1 (BentoML lower-cases a tag).
+        tags = dict.fromkeys(tag for argument in view.cmdline for tag in find_tags(argument))
+        if tags and not _elsewhere(view, store, identity):
+            for tag in tags:  # a tag names a version of the store BentoML uses there
+                by_token.setdefault(tag, f"{who} names {tag} on its command line")
     return ProcessTable(by_version, by_token, seen, uninspectable, by_inode)
+
+
+def latest_version(record: VersionRecord) -> str | None:
+    """Return the version the ``latest`` pointer of ``record``'s name names now; None if unknown.
+
+    Unknown: no pointer, one that cannot be read, or one naming no version
+    there. BentoML then rewrites it to the newest version by creation time,
+    so any version of the name may be what ``name:latest`` loads.
+    """
+    directory = record.path.parent
+    path = directory / POINTER
+    try:
+        pointer = read_pointer(record.kind, record.name, path, FileSystem(), os.lstat(path))
+    except OSError:
+        return None
+    if pointer.target is None or not (directory / pointer.target).is_dir():
+        return None
+    return pointer.target
+
+
+def _held_as_latest(
+    table: ProcessTable,
+    record: VersionRecord,
+    latest: Callable[[VersionRecord], str | None],
+    named: dict[tuple[str, str], str | None],
+) -> str | None:
+    """Return why ``record`` is held as what ``name:latest`` on a command line loads, or None."""
+    why = table.by_token.get(f"{record.name}:{POINTER}")
+    if why is None:
+        return None
+    if record.key not in named:
+        named[record.key] = latest(record)
+    target = named[record.key]
+    if target is None:
+        return f"{why}, and what latest names is unknown"
+    return f"{why}, and latest names it" if target == record.version else None
 
 
 def holders_in(
     table: ProcessTable,
     records: Iterable[VersionRecord],
     inodes: Mapping[Path, set[Inode]] | None = None,
+    latest: Callable[[VersionRecord], str | None] = latest_version,
 ) -> InUseScan:
     """Return which of ``records`` the indexed process table holds.
 
     ``inodes`` gives, for versions walked just now, the ``(device, inode)`` of
     everything in them: a process holding any of those files holds the
     version, whatever path it used (the re-check before a removal walks its
-    version anyway). Otherwise paths and tags are compared.
+    version anyway). Otherwise paths and tags are compared. A process naming
+    ``name:latest`` (``bentoml serve iris:latest``) holds the version
+    ``latest(record)`` says the pointer names now, or every version of the
+    name while that is unknown (None); ``latest`` is injectable for tests.
     """
     holders: dict[Path, str] = {}
+    named: dict[tuple[str, str], str | None] = {}
     for record in records:
         why = table.by_version.get(f"{record.kind}/{record.name}/{record.version}")
         if why is None:
             why = table.by_token.get(record.tag)
+        if why is None:
+            why = _held_as_latest(table, record, latest, named)
         if why is None and inodes is not None and table.by_inode:
             why = next(
                 (

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
 
-TAG_PATTERN = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
+# The characters of a tag part: BentoML's tag_fmt is [a-z0-9]([-._a-z0-9]*[a-z0-9])?
+_PART_CHARACTERS = "-._a-z0-9"
+_EDGES = "-._"  # a part neither starts nor ends with one of these
+TAG_PATTERN = re.compile(rf"^[a-z0-9]([{_PART_CHARACTERS}]*[a-z0-9])?$")
 MAX_TAG_LENGTH = 63
+# Runs of part characters joined by colons: `iris:v1`, `registry:iris:v1`.
+_TAG_SHAPED = re.compile(rf"[{_PART_CHARACTERS}]+(?::[{_PART_CHARACTERS}]+)+")
 
 
 # Where a version removed in place (its kind directory a mount of its own) waits
@@ -17,6 +24,24 @@ REMOVING_PREFIX = "storewarden-removing-"
 def is_valid_tag_part(text: str) -> bool:
     """Return whether ``text`` is a valid BentoML name or version."""
     return len(text) <= MAX_TAG_LENGTH and TAG_PATTERN.match(text) is not None
+
+
+def find_tags(text: str) -> Iterator[str]:
+    """Given any text (a command-line argument), yield every ``name:version`` inside it.
+
+    Lower-cased first, as BentoML reads a tag. A tag is found wherever it
+    stands, between any characters that cannot be part of it:
+    ``model(iris:v1)``, ``[iris:v1]``, ``--model=iris:v1``, ``iris:v1,resnet:v2``;
+    each neighbouring pair of ``a:b:c`` is one, and the separators ``-._``
+    at a part's edges are dropped (``iris:v1.`` ends a sentence). Text that
+    only looks like a tag (``host:8080``) is yielded too: whoever asks about
+    versions errs on the side of keeping them.
+    """
+    for match in _TAG_SHAPED.finditer(text.lower()):
+        parts = [part.strip(_EDGES) for part in match.group().split(":")]
+        for name, version in itertools.pairwise(parts):
+            if is_valid_tag_part(name) and is_valid_tag_part(version):
+                yield f"{name}:{version}"
 
 
 def is_store_name(text: str) -> bool:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from storewarden.inuse import latest_version
+from storewarden.store import census
 from tests.reliability.support import run_cli
 from tests.storebuilder import NOW, make_version, point_latest
 
@@ -74,6 +76,15 @@ HOLDERS = [
         lambda v, _l: [sys.executable, "-c", WAIT, f"--weights={v / 'weights.bin'}"],
     ),
     Holder("its-tag-in-the-arguments", lambda _v, _l: [sys.executable, "-c", WAIT, f"{NAME}:v1"]),
+    # BentoML lower-cases a tag before it looks it up.
+    Holder(
+        "its-tag-in-upper-case",
+        lambda _v, _l: [sys.executable, "-c", WAIT, f"{NAME.upper()}:V1"],
+    ),
+    Holder(
+        "its-tag-inside-other-characters",
+        lambda _v, _l: [sys.executable, "-c", WAIT, f"model({NAME}:v1)", f"[resnet:v9,{NAME}:v1]"],
+    ),
     Holder(
         "its-path-through-a-symlinked-store",
         lambda _v, links: [sys.executable, "-c", WAIT, f"{links}/store/models/{NAME}/v1"],
@@ -228,26 +239,88 @@ def test_a_version_held_through_another_path_to_the_store_is_seen_by_device_and_
     assert (versions[0] / "weights.bin").read_bytes() == b"w" * 4096
 
 
+@pytest.fixture
+def bind_mounts() -> Iterator[Callable[[Path, Path], None]]:
+    """Return a function that bind-mounts a directory at another; each unmounted at the end.
+
+    Skips the test (with the reason) where mounting is not permitted.
+    """
+    mounted: list[Path] = []
+
+    def bind(source: Path, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            ["mount", "--bind", str(source), str(target)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot bind-mount here (needs root or CAP_SYS_ADMIN): {result.stderr}")
+        mounted.append(target)
+
+    yield bind
+    for target in reversed(mounted):
+        subprocess.run(["umount", str(target)], check=True)
+
+
+THROUGH_A_MOUNT = pytest.mark.tmpfs  # mounts need root, as the tmpfs tests do
+
+
 @pytest.mark.parametrize(
     ("home", "held_stays"),
-    [("another-store", False), ("this-store-through-a-symlink", True), ("this-store", True)],
+    [
+        ("another-store", False),
+        ("this-store-through-a-symlink", True),
+        ("this-store", True),
+        pytest.param("this-store-through-a-bind-mount", True, marks=THROUGH_A_MOUNT),
+        pytest.param("this-store-mounted-in-its-own-namespace", True, marks=THROUGH_A_MOUNT),
+        ("this-store-relative-to-its-working-directory", True),
+        ("this-store-under-its-own-home", True),
+        ("a-directory-that-does-not-exist", True),  # unknown: fail safe
+    ],
 )
 def test_a_tag_on_a_command_line_holds_only_in_the_store_bentoml_uses_there(
-    tmp_path: Path, holders: list[subprocess.Popen[str]], home: str, held_stays: bool
+    tmp_path: Path,
+    holders: list[subprocess.Popen[str]],
+    bind_mounts: Callable[[Path, Path], None],
+    home: str,
+    held_stays: bool,
 ) -> None:
     # BentoML resolves a tag in BENTOML_HOME: `bentoml serve numbat:v1` run for
-    # another store holds nothing here (a CI agent with one store per job).
+    # another store holds nothing here (a CI agent with one store per job). The
+    # same store reached by another path is this store.
     store = tmp_path / "bentoml"
     for index in (1, 2, 3):
         make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
     point_latest(store, NAME, "v3")
     (tmp_path / "other-store").mkdir()
     os.symlink(store, tmp_path / "link-to-store")
+    (tmp_path / "user").mkdir()
+    os.symlink(store, tmp_path / "user" / "bentoml")
     bentoml_home = {
         "another-store": tmp_path / "other-store",
         "this-store-through-a-symlink": tmp_path / "link-to-store",
         "this-store": store,
+        "this-store-through-a-bind-mount": tmp_path / "alias",
+        # An empty directory here; the store, where the holder looks.
+        "this-store-mounted-in-its-own-namespace": tmp_path / "other-store",
+        "this-store-relative-to-its-working-directory": Path("bentoml"),
+        "this-store-under-its-own-home": Path("~/bentoml"),
+        "a-directory-that-does-not-exist": tmp_path / "gone",
     }[home]
+    holder = [sys.executable, "-c", WAIT, "serve", f"{NAME}:v1"]
+    if home == "this-store-through-a-bind-mount":
+        bind_mounts(store, tmp_path / "alias")
+    if home == "this-store-mounted-in-its-own-namespace":
+        if subprocess.run(["unshare", "--mount", "true"], check=False).returncode != 0:
+            pytest.skip("cannot make a mount namespace here (needs root or CAP_SYS_ADMIN)")
+        holder = [
+            *("unshare", "--mount", "--propagation", "private", "sh", "-c"),
+            f'mount --bind "{store}" "{bentoml_home}" && exec "$@"',
+            "holder",
+            *holder,
+        ]
     config = tmp_path / "config.yaml"
     config.write_text(
         json.dumps(
@@ -259,12 +332,12 @@ def test_a_tag_on_a_command_line_holds_only_in_the_store_bentoml_uses_there(
         )
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", WAIT, "serve", f"{NAME}:v1"],
+        holder,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "BENTOML_HOME": str(bentoml_home)},
+        env={**os.environ, "BENTOML_HOME": str(bentoml_home), "HOME": str(tmp_path / "user")},
     )
     holders.append(process)
     assert process.stdout is not None
@@ -276,3 +349,82 @@ def test_a_tag_on_a_command_line_holds_only_in_the_store_bentoml_uses_there(
     removed = sorted(event["version"] for event in result.named("version_removed"))
     assert removed == (["v2"] if held_stays else ["v1", "v2"])
     assert (store / "models" / NAME / "v1").exists() == held_stays
+
+
+def test_name_latest_on_a_command_line_holds_the_version_latest_names(
+    tmp_path: Path, holders: list[subprocess.Popen[str]]
+) -> None:
+    # `bentoml serve numbat:latest` serves what latest names; keep_latest is off,
+    # so only the in-use scan keeps it.
+    store = tmp_path / "bentoml"
+    for index in (1, 2, 3):
+        make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
+    point_latest(store, NAME, "v1")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(store),
+                "protect": {"min_age": "0s", "settle": "0s", "keep_latest": False},
+                "retention": {"max_versions": 1},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", WAIT, "serve", f"{NAME}:latest"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    holders.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline() == "holding\n"
+
+    while_held = run_cli("prune", "--config", str(config))
+
+    assert while_held.code == 0, while_held.text
+    assert [e["version"] for e in while_held.named("version_removed")] == ["v2"]
+    assert (store / "models" / NAME / "v1").is_dir()
+
+    process.communicate("", timeout=30)
+    after_exit = run_cli("prune", "--config", str(config))
+
+    assert after_exit.code == 0, after_exit.text
+    assert [e["version"] for e in after_exit.named("version_removed")] == ["v1"]
+
+
+@pytest.mark.parametrize(
+    ("pointer", "named"),
+    [
+        ("a-file-naming-v1", "v1"),
+        ("a-symlink-to-v1", "v1"),
+        ("missing", None),
+        ("a-file-naming-a-version-not-there", None),
+        ("a-file-naming-a-path", None),
+        ("a-directory", None),
+    ],
+)
+def test_what_latest_names_is_read_from_the_pointer_or_unknown(
+    tmp_path: Path, pointer: str, named: str | None
+) -> None:
+    # Unknown (None): BentoML rewrites such a pointer to the newest version, so
+    # `name:latest` may load any version of the name.
+    store = tmp_path / "bentoml"
+    for index in (1, 2):
+        make_version(store, NAME, f"v{index}", created=NOW - (10 - index) * DAY)
+    record = census(store).find("models", NAME, "v2")
+    assert record is not None
+    latest = store / "models" / NAME / "latest"
+    if pointer == "a-file-naming-v1":
+        point_latest(store, NAME, "v1")
+    elif pointer == "a-symlink-to-v1":
+        os.symlink("v1", latest)
+    elif pointer == "a-file-naming-a-version-not-there":
+        point_latest(store, NAME, "v9")
+    elif pointer == "a-file-naming-a-path":
+        point_latest(store, NAME, "../../models/numbat/v1")
+    elif pointer == "a-directory":
+        latest.mkdir()
+
+    assert latest_version(record) == named

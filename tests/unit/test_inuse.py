@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from storewarden.inuse import ProcessView, holders_in, index_processes
+from storewarden.inuse import Inode, ProcessView, holders_in, index_processes
 from storewarden.store import VersionRecord
 
 STORE = Path("/srv/bentoml")
@@ -26,11 +27,22 @@ RECORD = VersionRecord(
 )
 
 
-def held(cmdline: tuple[str, ...], bentoml_home: str | None = None) -> bool:
+# (device, inode) of the paths the made-up filesystem has; any other cannot be stat'ed.
+THIS_STORE = (1, 100)
+OTHER_STORE = (1, 200)
+IDENTITIES = {str(STORE): THIS_STORE, "/proc/7/root/srv/bentoml": THIS_STORE}
+
+
+def held(
+    cmdline: tuple[str, ...],
+    bentoml_home: str | None = None,
+    identities: Mapping[str, Inode] = IDENTITIES,
+) -> bool:
     view = ProcessView(
         pid=7, name="x", cmdline=cmdline, cwd="/work", paths=(), bentoml_home=bentoml_home
     )
-    return RECORD.path in holders_in(index_processes(STORE, [view]), [RECORD]).holders
+    table = index_processes(STORE, [view], identity=identities.get)
+    return RECORD.path in holders_in(table, [RECORD]).holders
 
 
 @pytest.mark.parametrize(
@@ -68,9 +80,131 @@ def test_a_wardens_command_line_is_not_read_for_paths_either() -> None:
 
 @pytest.mark.parametrize(
     ("bentoml_home", "holds"),
-    [(None, True), ("", True), (str(STORE), True), (f"{STORE}/", True), ("/srv/other", False)],
+    [
+        (None, True),
+        ("", True),
+        (str(STORE), True),
+        (f"{STORE}/", True),
+        ("/srv/other", False),
+        # Another path to this very directory (a bind mount, a second name for it).
+        ("/mnt/alias-of-the-store", True),
+        # Cannot be stat'ed, or left for the process's own shell to expand: unknown.
+        ("/srv/gone", True),
+        ("$STORE_HOME/bentoml", True),
+        ("~someone/bentoml", True),
+        # Relative: against the process's working directory, as it sees it.
+        ("bentoml", True),
+        ("other", False),
+    ],
 )
 def test_a_tag_holds_only_where_bentoml_home_is_this_store_or_unknown(
     bentoml_home: str | None, holds: bool
 ) -> None:
-    assert held(("bentoml", "serve", "iris:v1"), bentoml_home) is holds
+    identities = {
+        **IDENTITIES,
+        "/proc/7/root/srv/other": OTHER_STORE,
+        "/srv/other": OTHER_STORE,
+        "/mnt/alias-of-the-store": THIS_STORE,
+        "/proc/7/cwd/bentoml": THIS_STORE,
+        "/proc/7/cwd/other": OTHER_STORE,
+    }
+    assert held(("bentoml", "serve", "iris:v1"), bentoml_home, identities) is holds
+
+
+def test_bentoml_home_is_looked_up_as_the_process_sees_it_before_as_the_warden_does() -> None:
+    # In the process's mount namespace /data is this store; in the warden's, another one.
+    cmdline = ("bentoml", "serve", "iris:v1")
+    mounted_there = {str(STORE): THIS_STORE, "/proc/7/root/data": THIS_STORE, "/data": OTHER_STORE}
+    assert held(cmdline, "/data", mounted_there)
+    elsewhere_there = {
+        str(STORE): THIS_STORE,
+        "/proc/7/root/data": OTHER_STORE,
+        "/data": THIS_STORE,
+    }
+    assert not held(cmdline, "/data", elsewhere_there)
+    # The process's root cannot be read (another user's, no CAP_SYS_PTRACE): the path itself.
+    assert not held(cmdline, "/data", {str(STORE): THIS_STORE, "/data": OTHER_STORE})
+    assert held(cmdline, "/data", {str(STORE): THIS_STORE, "/data": THIS_STORE})
+
+
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        ("bentoml", "serve", "IRIS:V1"),
+        ("bentoml", "serve", "Iris:v1"),
+        ("python", "serve.py", "--model=IRIS:v1"),
+    ],
+)
+def test_a_tag_in_any_case_holds_the_version_as_bentoml_lower_cases_it(
+    cmdline: tuple[str, ...],
+) -> None:
+    assert held(cmdline)
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "model(iris:v1)",
+        "[iris:v1]",
+        "'iris:v1',",
+        "--model=iris:v1",
+        "iris:v1,resnet:v2",
+        "resnet:v2,iris:v1",
+        "{'model': 'iris:v1'}",
+        "import bentoml; bentoml.models.get('iris:v1')",
+        "--models=[resnet:v2;iris:v1]",
+        "iris:v1.",
+        "registry:iris:v1",
+        "models/iris:v1/weights",
+    ],
+)
+def test_a_tag_inside_other_characters_holds_the_version(argument: str) -> None:
+    assert held(("python", "serve.py", argument))
+
+
+@pytest.mark.parametrize(
+    "argument",
+    ["iris:v10", "iris:v1x", "iris:v1-2", "iris:v1.2", "xiris:v1", "my-iris:v1", "iris_v1", "iris"],
+)
+def test_a_longer_or_other_tag_around_the_name_holds_nothing(argument: str) -> None:
+    assert not held(("python", "serve.py", argument))
+
+
+def test_storewardens_own_commands_hold_nothing_by_a_tag_inside_an_argument() -> None:
+    assert not held(("storewarden", "delete", "--tag=model(IRIS:V1)"))
+
+
+LATER = VersionRecord(
+    kind="models",
+    name="iris",
+    version="v2",
+    path=STORE / "models" / "iris" / "v2",
+    creation_time=WHEN,
+    creation_time_estimated=False,
+    labels={},
+    bytes=1,
+    last_change=WHEN,
+    complete=True,
+)
+
+
+def held_by_latest(cmdline: tuple[str, ...], latest: str | None) -> list[str]:
+    view = ProcessView(pid=7, name="x", cmdline=cmdline, cwd="/work", paths=())
+    table = index_processes(STORE, [view], identity=IDENTITIES.get)
+    scan = holders_in(table, [RECORD, LATER], latest=lambda _record: latest)
+    return sorted(path.name for path in scan.holders)
+
+
+def test_name_latest_on_a_command_line_holds_the_version_latest_names() -> None:
+    assert held_by_latest(("bentoml", "serve", "iris:latest"), "v1") == ["v1"]
+    assert held_by_latest(("bentoml", "serve", "IRIS:LATEST"), "v2") == ["v2"]
+    assert held_by_latest(("bentoml", "serve", "--bento=iris:latest"), "v2") == ["v2"]
+
+
+def test_name_latest_holds_every_version_of_the_name_while_what_it_names_is_unknown() -> None:
+    # BentoML itself picks the newest by creation_time when latest is missing or broken.
+    assert held_by_latest(("bentoml", "serve", "iris:latest"), None) == ["v1", "v2"]
+
+
+def test_another_names_latest_holds_nothing_here() -> None:
+    assert held_by_latest(("bentoml", "serve", "resnet:latest"), None) == []
