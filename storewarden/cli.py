@@ -380,7 +380,14 @@ def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
     bytes_by_kind, versions_by_kind = totals(snapshot.versions)
     usage = engine.usage(snapshot.store_bytes)
     quarantined = len(engine.quarantined())
-    metrics.observe(bytes_by_kind, versions_by_kind, usage, result, quarantined=quarantined)
+    metrics.observe(
+        bytes_by_kind,
+        versions_by_kind,
+        usage,
+        result,
+        quarantined=quarantined,
+        pins_unreadable=engine.pins_unreadable,
+    )
     metrics.publish(textfile)
 
 
