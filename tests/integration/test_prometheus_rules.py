@@ -54,12 +54,14 @@ def test_promtool_accepts_the_shipped_rules(promtool: str) -> None:
     assert f"SUCCESS: {len(rules())} rules found" in completed.stdout
 
 
+@pytest.mark.slow  # promtool evaluates a day of samples: about 5 s
 def test_the_shipped_rules_pass_their_unit_tests(promtool: str) -> None:
     completed = run([promtool, "test", "rules", RULES_TESTS.name])
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
+@pytest.mark.slow
 def test_the_unit_tests_fail_when_a_rule_changes_so_their_success_means_something(
     promtool: str, tmp_path: Path
 ) -> None:
