@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar, cast
 
 import click
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from storewarden.config import Config
     from storewarden.engine import CycleResult, Engine
     from storewarden.pins import Pin, PinBoard
+    from storewarden.shipped import Placement
     from storewarden.store import Kind, Snapshot
     from storewarden.terminal import ProgressBar
 
@@ -42,7 +43,7 @@ EXIT_REFUSED = 4
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     """Print one line to stderr and exit with ``code``."""
     click.echo(f"storewarden: {message}", err=True)
     sys.exit(code)
@@ -229,6 +230,7 @@ def main() -> None:
       storewarden pins                   # who pinned what, until when
       storewarden restore /var/lib/storewarden/archive/iris+abc123.bentomodel.tar
       storewarden run                    # the daemon
+      storewarden install-files --user ci --store /srv/bentoml   # units and config
     """
 
 
@@ -380,7 +382,14 @@ def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
     bytes_by_kind, versions_by_kind = totals(snapshot.versions)
     usage = engine.usage(snapshot.store_bytes)
     quarantined = len(engine.quarantined())
-    metrics.observe(bytes_by_kind, versions_by_kind, usage, result, quarantined=quarantined)
+    metrics.observe(
+        bytes_by_kind,
+        versions_by_kind,
+        usage,
+        result,
+        quarantined=quarantined,
+        pins_unreadable=engine.pins_unreadable,
+    )
     metrics.publish(textfile)
 
 
@@ -527,6 +536,135 @@ def schema() -> None:
     from storewarden.config import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+# The shipped files by name (storewarden/shipped.py's FILES, repeated here so that
+# --help and completion need no import; a test keeps the two equal).
+SHIPPED_FILES = ("unit", "template-unit", "metrics-drop-in", "config", "rules", "rules-test")
+
+
+def placement_options(function: F) -> F:
+    """Add ``--user``, ``--group``, ``--store`` and ``--executable`` for the shipped files."""
+    for option in reversed(
+        [
+            click.option(
+                "--user",
+                default="bentoml",
+                show_default=True,
+                help="The user that owns the store and runs the daemon.",
+            ),
+            click.option("--group", help="Its group (default: the same name as --user)."),
+            click.option(
+                "--store",
+                default="/home/bentoml/bentoml",
+                show_default=True,
+                help="The store root; the template unit's stores are its siblings, by instance.",
+            ),
+            click.option(
+                "--executable",
+                help="The storewarden command the units run "
+                "(default: this installation's, next to its Python).",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _placement(user: str, group: str | None, store: str, executable: str | None) -> Placement:
+    """Return the shipped files' Placement for these options; exit 2 if one is unusable."""
+    from pathlib import PurePosixPath
+
+    from storewarden.shipped import Placement, ShippedFilesError, this_executable
+
+    try:
+        return Placement(
+            user=user,
+            group=group or user,
+            store=PurePosixPath(store),
+            executable=PurePosixPath(executable) if executable else this_executable(),
+        )
+    except ShippedFilesError as error:
+        fail(str(error), EXIT_CONFIG)
+
+
+@main.command("print")
+@click.argument("name", type=click.Choice(SHIPPED_FILES))
+@placement_options
+@quiet_when_stdout_closes
+def print_command(
+    name: str, user: str, group: str | None, store: str, executable: str | None
+) -> None:
+    """Print a file that ships with storewarden, filled in for this machine.
+
+    NAME is unit (storewarden.service), template-unit (storewarden@.service),
+    metrics-drop-in (opens loopback for metrics.port), config (every option,
+    commented), rules (Prometheus recording and alert rules) or rules-test
+    (their promtool unit tests). The units get --user, --group, --store and
+    --executable; the config gets --store in its comments.
+
+    \b
+    Examples:
+      storewarden print rules > /etc/prometheus/storewarden.rules.yml
+      storewarden print unit --user ci --store /srv/bentoml
+    """
+    from storewarden.shipped import ShippedFilesError, render
+
+    placement = _placement(user, group, store, executable)
+    try:
+        click.echo(render(name, placement), nl=False)
+    except ShippedFilesError as error:
+        fail(str(error), EXIT_ERROR)
+
+
+@main.command("install-files")
+@click.option(
+    "--dest",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("/"),
+    show_default=True,
+    help="Root to install under (a package or image build directory, or /).",
+)
+@click.option(
+    "--metrics-port",
+    is_flag=True,
+    help="Also install the drop-in that opens loopback for metrics.port.",
+)
+@click.option("--force", is_flag=True, help="Replace files that are there with other content.")
+@placement_options
+def install_files(
+    dest: Path,
+    metrics_port: bool,
+    force: bool,
+    user: str,
+    group: str | None,
+    store: str,
+    executable: str | None,
+) -> None:
+    """Install the units and the config under --dest, filled in for this machine.
+
+    Writes etc/systemd/system/storewarden.service and storewarden@.service,
+    etc/storewarden/storewarden.yaml and, with --metrics-port, the drop-in
+    in both units' .d directories; prints one line per file. A file already
+    there with other content is left alone, and nothing is written, unless
+    --force. Then: systemctl daemon-reload && systemctl enable --now storewarden
+
+    \b
+    Example:
+      storewarden install-files --user ci --store /srv/bentoml
+    """
+    from storewarden.shipped import ShippedFilesError, install
+
+    placement = _placement(user, group, store, executable)
+    names = ["unit", "template-unit", "config", *(["metrics-drop-in"] if metrics_port else [])]
+    try:
+        written = install(dest, placement, names, force=force)
+    except ShippedFilesError as error:
+        fail(str(error), EXIT_ERROR)
+    except OSError as error:
+        fail(f"{error.filename or dest}: {error.strerror or error}", EXIT_ERROR)
+    for item in written:
+        click.echo(f"{item.outcome} {item.path}")
 
 
 @main.command()

@@ -404,6 +404,7 @@ class Daemon:
                     usage,
                     result,
                     quarantined=len(engine.quarantined()) if result is not None else None,
+                    pins_unreadable=engine.pins_unreadable if result is not None else None,
                 )
             except Exception as error:  # broad on purpose: a failing check must not kill the job
                 self.log.error("check_failed", error=f"{type(error).__name__}: {error}")

@@ -25,7 +25,7 @@ from storewarden.config import Config
 from storewarden.execute import QUARANTINE_FILE, Attempt, Executor, Quarantine, Run, Step
 from storewarden.layout import spans
 from storewarden.logs import get_logger
-from storewarden.pins import pin_reader
+from storewarden.pins import PinReader, pin_reader
 from storewarden.policy import Mode, Plan, Removal
 from storewarden.prune import (
     STATE_MARKER,
@@ -501,6 +501,11 @@ class Engine:
         if self.pruner.newest_settled(record.kind, record.name, excluding=record.version):
             return True
         return not self.pruner.others_remain(record.kind, record.name, record.version)
+
+    @property
+    def pins_unreadable(self) -> bool:
+        """Return whether the last plan could not read the pins file (and pinned everything)."""
+        return isinstance(self.pins, PinReader) and self.pins.unreadable
 
     def quarantined(self) -> dict[str, datetime]:
         """Return the versions set aside after failing removals, with when they are tried again."""

@@ -191,6 +191,21 @@ class Metrics:
             "Bytes the last prune cycle still had to free to reach its target.",
             registry=registry,
         )
+        self.protected_bytes = Gauge(
+            "storewarden_protected_bytes",
+            "Bytes on disk of the versions the last plan kept (each version once).",
+            registry=registry,
+        )
+        self.high_mark = Gauge(
+            "storewarden_high_mark_ratio",
+            "trigger.high_percent as a fraction (0-1): the used ratio at which a prune starts.",
+            registry=registry,
+        )
+        self.pins_unreadable = Gauge(
+            "storewarden_pins_unreadable",
+            "1 if the last plan could not read the pins file and so kept every version, else 0.",
+            registry=registry,
+        )
         self.quarantined = Gauge(
             "storewarden_quarantined_versions",
             "Versions whose removal kept failing, set aside for a while (storewarden status).",
@@ -221,6 +236,7 @@ class Metrics:
         self.store_versions.clear()
         self._kinds = config.kinds
         self._target = policy.target_of(config)
+        self.high_mark.set(config.trigger.high_percent / 100)
         for kind in config.kinds:
             self.store_bytes.labels(kind=kind)
             self.store_versions.labels(kind=kind)
@@ -232,8 +248,12 @@ class Metrics:
         usage: Usage,
         result: CycleResult | None = None,
         quarantined: int | None = None,
+        pins_unreadable: bool | None = None,
     ) -> None:
         """Given the store's totals per kind, the usage and the check's cycle, update series.
+
+        ``quarantined`` and ``pins_unreadable`` are left as they were when None
+        (a check that made no plan learnt nothing new about them).
 
         The totals are the index's running sums: a check reads them in O(1)
         however many versions the store holds.
@@ -249,6 +269,8 @@ class Metrics:
             self._observe_cycle(result)
         if quarantined is not None:
             self.quarantined.set(quarantined)
+        if pins_unreadable is not None:
+            self.pins_unreadable.set(1 if pins_unreadable else 0)
         if self._target is not None and self._target.holds(usage):
             # Back under the target, by a prune or by anyone freeing space: a missed
             # target is no longer a problem, and an alert on it must clear.
@@ -263,6 +285,7 @@ class Metrics:
         )
         for reason in {*PROTECTION_REASONS, *protected}:
             self.protected.labels(reason=reason).set(protected[reason])
+        self.protected_bytes.set(sum(kept.version.bytes for kept in plan.kept))
         if not plan.removals and not plan.triggers:
             return  # nothing to do: the engine logged no prune either
         if not result.dry_run:

@@ -232,23 +232,35 @@ class PinBoard:
         durable.replace_file(self.path, data, 0o644)
 
 
-def pin_reader(state_dir: Path, clock: Callable[[], datetime]) -> Callable[[], tuple[str, ...]]:
-    """Return a callable giving the pin globs in force, read afresh on every call.
+class PinReader:
+    """The pin globs in force, read afresh on every call (``storewarden pin`` holds
+    from the daemon's next check), and whether the last read failed.
 
-    The engine asks it once per plan and before each removal, so a pin made
-    while the daemon runs holds from its next check. A pins file that cannot
-    be read logs ``pins_unreadable`` and pins everything: never prune while
-    the pins are unknown.
+    A pins file that cannot be read logs ``pins_unreadable`` and pins
+    everything: never prune while the pins are unknown. ``unreadable`` says
+    so until a read succeeds again (the ``storewarden_pins_unreadable``
+    metric).
     """
-    board = PinBoard(state_dir)
 
-    def read() -> tuple[str, ...]:
+    def __init__(self, state_dir: Path, clock: Callable[[], datetime]) -> None:
+        self.board = PinBoard(state_dir)
+        self.clock = clock
+        self.unreadable = False
+
+    def __call__(self) -> tuple[str, ...]:
+        """Return the globs of the pins in force now, or every version if they are unknown."""
         try:
-            return board.globs(clock())
+            globs = self.board.globs(self.clock())
         except PinsError as error:
+            self.unreadable = True
             get_logger().error(
-                "pins_unreadable", path=str(board.path), error=str(error), assumed=EVERYTHING
+                "pins_unreadable", path=str(self.board.path), error=str(error), assumed=EVERYTHING
             )
             return (EVERYTHING,)
+        self.unreadable = False
+        return globs
 
-    return read
+
+def pin_reader(state_dir: Path, clock: Callable[[], datetime]) -> PinReader:
+    """Return a reader of the pins of ``state_dir`` (see :class:`PinReader`)."""
+    return PinReader(state_dir, clock)

@@ -232,3 +232,18 @@ def test_a_prune_with_a_corrupt_pins_file_removes_nothing(store: Path, audit: Au
     ]
     assert audit.named("pins_unreadable")
     assert not audit.named("version_removed")
+    assert engine.pins_unreadable
+
+
+def test_the_engine_says_the_pins_are_readable_again_once_the_file_is_fixed(store: Path) -> None:
+    engine = retention_store(store)
+    engine.pruner.prepare()
+    pins_file = engine.state_dir / "pins.json"
+    pins_file.write_text("{truncated")
+    engine.make_plan()
+    assert engine.pins_unreadable
+
+    pins_file.unlink()
+    engine.make_plan()
+
+    assert not engine.pins_unreadable

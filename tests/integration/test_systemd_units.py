@@ -22,8 +22,12 @@ UNIT_DIRECTORY = Path(__file__).resolve().parents[2] / "systemd"
 SINGLE_UNIT = "storewarden.service"
 TEMPLATE_UNIT = "storewarden@.service"
 INSTANCE_UNIT = "storewarden@example.service"
+METRICS_DROP_IN = Path("storewarden.service.d") / "metrics-port.conf"
 INSTALLED_COMMAND = "/usr/local/bin/storewarden"
-MAXIMUM_EXPOSURE = 1.5
+# The units alone: no network at all (the metrics port is off by default).
+MAXIMUM_EXPOSURE = 0.5
+# With the metrics drop-in: loopback IP back, everything else as before.
+MAXIMUM_EXPOSURE_WITH_METRICS_PORT = 1.1
 EXPOSURE_LINE = re.compile(r"Overall exposure level for (?P<unit>\S+): (?P<exposure>\d+(?:\.\d+)?)")
 # verify prints "<file>:<line>: <message>" or "<unit>: <message>".
 # Lines about unit files outside the copy under test come from units of the
@@ -65,6 +69,15 @@ def install_for_testing(unit_name: str, directory: Path) -> Path:
     copy = directory / unit_name
     copy.write_text(text.replace(INSTALLED_COMMAND, storewarden_command()), encoding="utf-8")
     return copy
+
+
+def install_metrics_drop_in(unit_name: str, directory: Path) -> Path:
+    """Given a unit's file name and the directory its copy is in, put the shipped
+    metrics drop-in in that unit's ``.d`` directory there and return its path."""
+    drop_in = directory / f"{unit_name}.d" / METRICS_DROP_IN.name
+    drop_in.parent.mkdir()
+    shutil.copyfile(UNIT_DIRECTORY / METRICS_DROP_IN, drop_in)
+    return drop_in
 
 
 @pytest.fixture
@@ -183,7 +196,7 @@ def test_verify_rejects_the_shipped_unit_where_its_command_is_not_installed(
     [(SINGLE_UNIT, SINGLE_UNIT), (TEMPLATE_UNIT, INSTANCE_UNIT)],
     ids=["single", "instance"],
 )
-def test_security_rates_the_overall_exposure_at_most_one_and_a_half(
+def test_security_rates_the_overall_exposure_at_most_one_half(
     systemd_analyze: str, tmp_path: Path, unit_name: str, analyzed_name: str
 ) -> None:
     install_for_testing(unit_name, tmp_path)
@@ -192,6 +205,49 @@ def test_security_rates_the_overall_exposure_at_most_one_and_a_half(
 
     assert unit == analyzed_name
     assert exposure <= MAXIMUM_EXPOSURE
+
+
+@pytest.mark.parametrize(
+    ("unit_name", "analyzed_name"),
+    [(SINGLE_UNIT, SINGLE_UNIT), (TEMPLATE_UNIT, INSTANCE_UNIT)],
+    ids=["single", "instance"],
+)
+def test_the_metrics_drop_in_opens_ip_and_nothing_else(
+    systemd_analyze: str, tmp_path: Path, unit_name: str, analyzed_name: str
+) -> None:
+    install_for_testing(unit_name, tmp_path)
+    _, alone = overall_exposure(systemd_analyze, tmp_path / analyzed_name)
+    install_metrics_drop_in(unit_name, tmp_path)
+
+    status, lines = run_verify(systemd_analyze, tmp_path / analyzed_name)
+    unit, exposure = overall_exposure(systemd_analyze, tmp_path / analyzed_name)
+
+    assert status == 0, lines
+    assert unexplained_lines(lines) == []
+    assert unit == analyzed_name
+    # security reads the drop-in next to the copy: the rating goes up, and only as far
+    # as the network costs.
+    assert alone < exposure <= MAXIMUM_EXPOSURE_WITH_METRICS_PORT
+
+
+def test_the_metrics_drop_in_sets_only_the_network_directives() -> None:
+    lines = directives((UNIT_DIRECTORY / METRICS_DROP_IN).read_text(encoding="utf-8"))
+
+    assert lines == [
+        "[Service]",
+        "PrivateNetwork=no",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "IPAddressDeny=any",
+        "IPAddressAllow=localhost",
+    ]
+
+
+def test_the_units_alone_have_no_network() -> None:
+    for unit_name in (SINGLE_UNIT, TEMPLATE_UNIT):
+        lines = directives((UNIT_DIRECTORY / unit_name).read_text(encoding="utf-8"))
+        assert "PrivateNetwork=yes" in lines
+        assert "RestrictAddressFamilies=AF_UNIX" in lines
+        assert not any(line.startswith("IPAddressAllow=") for line in lines)
 
 
 def test_the_bentoml_instance_has_exactly_the_directives_of_the_single_unit() -> None:
@@ -211,7 +267,7 @@ def test_the_bentoml_instance_has_exactly_the_directives_of_the_single_unit() ->
     assert instance == [line for line in single if not line.startswith("Description=")]
 
 
-@pytest.mark.parametrize("unit_name", [SINGLE_UNIT, TEMPLATE_UNIT])
+@pytest.mark.parametrize("unit_name", [SINGLE_UNIT, TEMPLATE_UNIT, str(METRICS_DROP_IN)])
 def test_every_directive_has_a_comment_on_the_line_above_saying_why(unit_name: str) -> None:
     lines = (UNIT_DIRECTORY / unit_name).read_text(encoding="utf-8").splitlines()
 
