@@ -1,4 +1,4 @@
-"""``storewarden why``'s reasoning: each rule's verdict, the removal order, the usage a version goes at.
+"""``storewarden why``: each rule's verdict, the removal order, the usage a version goes at.
 
 Examples on hand-built snapshots, then properties on the planner's random
 cases: what ``explain`` says agrees with what :func:`policy.plan` does, on
