@@ -222,6 +222,7 @@ def main() -> None:
     Examples:
       storewarden status                 # what is in the store, what is protected
       storewarden plan                   # what a prune would remove now, and why
+      storewarden why iris:abc123        # why it is still here (or how it went)
       storewarden prune --dry-run        # log the plan as would_remove events
       storewarden prune                  # one prune cycle now
       storewarden delete iris:abc123     # delete one version, pointer kept valid
@@ -332,6 +333,81 @@ def plan_command(config_path: Path | None, store: Path | None, as_json: bool) ->
         click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
         return
     for line in views.plan_lines(data):
+        click.echo(line)
+
+
+@main.command()
+@common_options
+@click.argument("tag")
+@kind_option("The kind, when a name is both a model and a bento.")
+@click.option(
+    "--log",
+    "logs_read",
+    multiple=True,
+    metavar="FILE|-",
+    help="Audit trail to look in for a version no longer in the store (default: log.file).",
+)
+@json_option
+@handle_errors
+@quiet_when_stdout_closes
+def why(
+    config_path: Path | None,
+    store: Path | None,
+    tag: str,
+    kind: str | None,
+    logs_read: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Explain why a version is still in the store, or how it left it.
+
+    For a version in the store (name:version or name:latest): every rule's
+    verdict, its place in the oldest-first removal order, and the usage at
+    which a prune would remove it. For one no longer there: when it went,
+    why, by which run, and where latest moved, from the audit trail. Exit 1
+    if the tag names nothing in the store or the trail. Read-only.
+
+    \b
+    Examples:
+      storewarden why iris:dr4qngxj3c754ax4
+      journalctl -u storewarden -o cat | storewarden why iris:v1 --log -
+    """
+    from storewarden import audit as trail
+    from storewarden import views
+    from storewarden.engine import Engine
+
+    config = load(config_path, store)
+    setup_logging(config, to_stderr=True)
+    if ":" not in tag or not tag.partition(":")[2]:
+        fail(f"give a tag as name:version or name:latest, got {tag!r}", EXIT_CONFIG)
+    engine = Engine(config, read_only=True)
+    found = engine.why(tag, _kind(kind))
+    if found is not None:
+        data = views.why_data(engine, found)
+    else:
+        sources = logs_read or ((str(config.log.file),) if config.log.file is not None else ())
+        if not sources:
+            fail(
+                f"{tag} is not in the store, and there is no audit trail to look in: give"
+                " --log FILE, or --log - (journalctl -u storewarden -o cat | storewarden why"
+                f" {tag} --log -), or set log.file",
+                EXIT_ERROR,
+            )
+        report = trail.summarize(_trail_lines(sources))
+        name, _, version = tag.lower().partition(":")
+        if version == "latest":
+            version = trail.last_latest(report, kind, name) or version
+        departures = trail.departures(report, kind, name, version)
+        if not departures:
+            fail(
+                f"{tag} is not in the store and the audit trail ({', '.join(sources)}) never"
+                " saw it leave",
+                EXIT_ERROR,
+            )
+        data = views.gone_data(tag, kind, name, version, departures)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for line in views.why_lines(data):
         click.echo(line)
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from storewarden import inuse, policy, usage
+from storewarden import explain, inuse, policy, usage
 from storewarden import usage as usage_module
 from storewarden.archive import Archiver, ensure_archive_dir
 from storewarden.cache import FILE_NAME as CACHE_FILE
@@ -120,6 +120,15 @@ class PlanView:
     snapshot: Snapshot
     in_use: inuse.InUseScan
     now: datetime
+
+
+@dataclass(frozen=True)
+class WhyView:
+    """One version of the store, explained, with the plan it was explained against."""
+
+    record: VersionRecord
+    explanation: explain.Explanation
+    view: PlanView
 
 
 @dataclass(frozen=True)
@@ -682,6 +691,41 @@ class Engine:
             if record is not None:
                 found.append(record)
         return found
+
+    def why(self, tag: str, kind: Kind | None = None) -> WhyView | None:
+        """Explain the version ``tag`` names in the store now; None if it names none.
+
+        Read-only and lock-free, as ``status`` and ``plan`` are: the census, the
+        pins, a process scan and the planner. Raise AmbiguousTagError if the
+        tag names a model and a bento and ``kind`` is not given.
+        """
+        snapshot = self.census()
+        matches = self.resolve(snapshot, tag, kind)
+        if len(matches) > 1:
+            raise AmbiguousTagError(
+                f"{tag} names "
+                + " and ".join(f"{record.kind}/{record.tag}" for record in matches)
+                + ": give --kind models or --kind bentos"
+            )
+        if not matches:
+            return None
+        record = matches[0]
+        now = self.clock()
+        current = self.usage(snapshot.store_bytes)
+        pins = self.pins()
+        scan = self.scan_in_use(snapshot.versions)
+        plan = policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+        found = explain.explain(
+            record,
+            snapshot,
+            current,
+            self.config,
+            now,
+            in_use=scan.holders,
+            pins=pins,
+            plan=plan,
+        )
+        return WhyView(record, found, PlanView(plan, snapshot, scan, now))
 
     def delete(
         self,
