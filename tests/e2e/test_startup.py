@@ -55,7 +55,16 @@ def imported(home: Path, *arguments: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "arguments",
-    [("--version",), ("--help",), ("status",), ("status", "--json"), ("plan",), ("status", "-h")],
+    [
+        ("--version",),
+        ("--help",),
+        ("status",),
+        ("status", "--json"),
+        ("plan",),
+        ("status", "-h"),
+        ("why", "iris:latest"),
+        ("why", "iris:latest", "--json"),
+    ],
     ids=" ".join,
 )
 def test_a_light_command_loads_no_heavy_module(tmp_path: Path, arguments: tuple[str, ...]) -> None:
