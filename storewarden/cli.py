@@ -434,17 +434,20 @@ def prune(config_path: Path | None, store: Path | None, dry_run: bool, wait: flo
     with bar or contextlib.nullcontext():
         result = engine.cycle(dry_run=dry_run or None, recover=True, lock_wait=wait)
     click.echo(views.summary(result), err=True)
-    write_batch_metrics(engine, result)
+    after_batch(engine, result, protected=sum(kept.version.bytes for kept in result.plan.kept))
     if result.failed:
         sys.exit(EXIT_ERROR)
 
 
-def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
-    """Write the metrics textfile after a one-shot prune or delete, when one is set.
+def after_batch(engine: Engine, result: CycleResult, *, protected: int | None) -> None:
+    """After a one-shot prune or delete: append a usage sample, write the metrics textfile.
 
     node_exporter's textfile collector is made for such batch jobs (a CI
     clean-up step, a cron prune): the same series as the daemon's.
     """
+    snapshot = engine.census()
+    usage = engine.usage(snapshot.store_bytes)
+    engine.record_history(snapshot.versions, usage, protected=protected)
     textfile = engine.config.metrics.textfile
     if textfile is None:
         return
@@ -452,9 +455,7 @@ def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
 
     metrics = Metrics()
     metrics.configure(engine.config)
-    snapshot = engine.census()
     bytes_by_kind, versions_by_kind = totals(snapshot.versions)
-    usage = engine.usage(snapshot.store_bytes)
     quarantined = len(engine.quarantined())
     metrics.observe(bytes_by_kind, versions_by_kind, usage, result, quarantined=quarantined)
     metrics.publish(textfile)
@@ -498,7 +499,7 @@ def delete(
             lock_wait=wait,
         )
     click.echo(views.summary(result), err=True)
-    write_batch_metrics(engine, result)
+    after_batch(engine, result, protected=None)
     if result.failed:
         sys.exit(EXIT_ERROR)
     if result.skipped:

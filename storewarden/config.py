@@ -270,6 +270,12 @@ class ArchiveConfig(_Frozen):
         return Path(value).expanduser() if isinstance(value, str | Path) else value
 
 
+class AlertConfig(_Frozen):
+    """When the fill forecast warns (``forecast_warning``)."""
+
+    forecast_horizon: Duration | None = 86400.0
+
+
 class Config(_Frozen):
     """The whole configuration; build it with :func:`load_config` or :func:`build_config`."""
 
@@ -286,6 +292,7 @@ class Config(_Frozen):
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    alert: AlertConfig = AlertConfig()
 
     # A field validator, not a model one: it runs, and is reported at 'kinds',
     # even when other keys of the file are wrong.

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from storewarden import explain, inuse, policy, usage
+from storewarden import forecast as forecasting
 from storewarden import usage as usage_module
 from storewarden.archive import Archiver, ensure_archive_dir
 from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
 from storewarden.execute import QUARANTINE_FILE, Attempt, Executor, Quarantine, Run, Step
+from storewarden.history import History, HistoryError
 from storewarden.layout import spans
 from storewarden.logs import get_logger
 from storewarden.pins import pin_reader
@@ -237,6 +239,7 @@ class Engine:
             clock=self.clock,
         )
         self.lock = StoreLock(self.state_dir / "lock")
+        self.history = History(self.state_dir)
         self.log = get_logger()
         if self.pins is _pins_from_state_dir:
             # Read on every call: `storewarden pin` holds from the daemon's next check.
@@ -494,6 +497,32 @@ class Engine:
     def recover(self) -> Recovery:
         """Finish interrupted removals, empty the trash, repair pointers (caller holds the lock)."""
         return self.pruner.recover(lambda: self.usage(0).used_percent, self.census)
+
+    def record_history(
+        self, records: Iterable[VersionRecord], current: Usage, *, protected: int | None
+    ) -> None:
+        """Append one usage sample to the history (never for a read-only command).
+
+        Only into the warden's own marked state directory: a dry run that
+        never made one does not make one for this.
+        """
+        if self.read_only or not (self.state_dir / STATE_MARKER).is_file():
+            return
+        self.history.record(self.clock(), current, records, protected=protected)
+
+    def forecast(self, plan: Plan) -> tuple[forecasting.Forecast | None, str | None]:
+        """Return the fill forecast from the history on disk, or None and what is wrong with it.
+
+        Read-only: an unreadable history is reported, not set aside (the
+        daemon or the next prune does that).
+        """
+        try:
+            samples = self.history.read()
+        except (HistoryError, OSError) as error:
+            return None, str(error)
+        protected = sum(kept.version.bytes for kept in plan.kept)
+        found = forecasting.forecast(samples, plan.usage, self.config, protected_bytes=protected)
+        return found, None
 
     def latest_can_move(self, record: VersionRecord) -> bool:
         """Return whether ``latest``, naming ``record``, has a settled version to move to.

@@ -10,7 +10,6 @@ prune removes oldest first until every target holds). No I/O, no clock.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from storewarden import policy
 from storewarden.config import Config, TriggerConfig
+from storewarden.forecast import first_used_at
 from storewarden.store import Snapshot, VersionRecord
 from storewarden.usage import Usage
 
@@ -269,16 +269,6 @@ def _filesystem_of(usage: Usage, kind: str) -> Usage:
     return next((part for part in usage.filesystems() if kind in part.kinds), usage)
 
 
-def _first_used(capacity: int, percent: float) -> int:
-    """Return the fewest used bytes at which the planner sees ``percent`` reached."""
-    used = max(0, math.ceil(capacity * percent / 100.0))
-    while used > 0 and 100.0 * (used - 1) / capacity >= percent:
-        used -= 1
-    while 100.0 * used / capacity < percent:
-        used += 1
-    return used
-
-
 def going_point(
     usage: Usage,
     config: Config,
@@ -308,7 +298,7 @@ def going_point(
         trigger.max_store_size is not None
         and usage.store_bytes - store_freed_first > trigger.max_store_size
     )
-    starts = [_first_used(capacity, trigger.high_percent)]
+    starts = [first_used_at(capacity, trigger.high_percent)]
     helps = [int(capacity * trigger.low_percent / 100.0) + freed_first + 1]
     if trigger.min_free is not None:
         starts.append(capacity - trigger.min_free + 1)

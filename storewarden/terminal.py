@@ -148,6 +148,8 @@ def status_table(data: dict[str, Any], console: Console) -> None:
     )
     if data["triggers"]:
         console.print(f"[bold red]triggers holding:[/] {', '.join(data['triggers'])}")
+    if "forecast" in data:
+        console.print(views.forecast_line(data["forecast"]), highlight=False, markup=False)
     table = Table(show_edge=False, pad_edge=False)
     for header in views.STATUS_COLUMNS:
         table.add_column(header.lower(), justify="right" if header in _NUMBERS else "left")

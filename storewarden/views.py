@@ -16,6 +16,7 @@ from storewarden import policy
 from storewarden.audit import printable
 from storewarden.config import human_bytes
 from storewarden.engine import CycleResult, Engine, PlanView, WhyView
+from storewarden.forecast import MIN_INTERVALS
 from storewarden.pins import PinBoard, PinsError
 
 # The status table, plain or rich: (header, what each name row shows).
@@ -105,7 +106,63 @@ def status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
             for key, until in sorted(engine.quarantined().items())
         ],
         **pins_data(engine, view.now),
+        "forecast": forecast_data(engine, view.plan),
     }
+
+
+def forecast_data(engine: Engine, plan: policy.Plan) -> dict[str, Any]:
+    """Return the fill forecast as data, with what is wrong with the history if it is unreadable."""
+    found, problem = engine.forecast(plan)
+    if found is None:
+        return {
+            "rate_bytes_per_day": None,
+            "protected_rate_bytes_per_day": None,
+            "high_mark_seconds": None,
+            "disk_full_seconds": None,
+            "protected_high_mark_seconds": None,
+            "history_seconds": 0.0,
+            "history_needed_seconds": MIN_INTERVALS * engine.config.schedule.check_interval,
+            "samples": 0,
+            "problem": problem,
+        }
+    return {**found.as_dict(), "problem": None}
+
+
+def human_seconds(seconds: float) -> str:
+    """Return a duration for people: ``3d 4h``, ``5h 10m``, ``42m``, ``30s``."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def forecast_line(data: dict[str, Any]) -> str:
+    """Return the forecast in one line for ``status``."""
+    if data["problem"]:
+        return f"forecast: none, the usage history is unreadable ({data['problem']})"
+    if data["history_seconds"] < data["history_needed_seconds"]:
+        return (
+            f"forecast: not yet (the history spans {human_seconds(data['history_seconds'])}"
+            f" of the {human_seconds(data['history_needed_seconds'])} it needs)"
+        )
+    rate = data["rate_bytes_per_day"] or 0.0
+    if rate <= 0:
+        return "forecast: nothing written to the store lately"
+
+    def when(key: str) -> str:
+        value = data[key]
+        return "never at this rate" if value is None else f"in {human_seconds(value)}"
+
+    return (
+        f"forecast: {human_bytes(rate)}/day written; high mark {when('high_mark_seconds')},"
+        f" disk full (if nothing were removed) {when('disk_full_seconds')}; protected versions"
+        f" alone reach the high mark {when('protected_high_mark_seconds')}"
+    )
 
 
 def unknown_data(plan: policy.Plan) -> list[dict[str, Any]]:
@@ -166,6 +223,8 @@ def status_lines(data: dict[str, Any]) -> list[str]:
     ]
     if data["triggers"]:
         lines.append(f"triggers holding: {', '.join(data['triggers'])}")
+    if "forecast" in data:
+        lines.append(forecast_line(data["forecast"]))
     lines.extend(columns([STATUS_COLUMNS, *status_rows(data)]))
     lines.extend(status_notes(data))
     return lines
