@@ -175,14 +175,12 @@ def downsample(samples: Sequence[Sample], keep: int) -> list[Sample]:
     """
     result = list(samples)
     while len(result) > max(keep, 2):
-        half = len(result) // 2
+        half = max(2, len(result) // 2)
         older, newer = result[:half], result[half:]
         merged = [
             merge(older[index], older[index + 1]) if index + 1 < len(older) else older[index]
             for index in range(0, len(older), 2)
         ]
-        if len(merged) == len(older):
-            break
         result = merged + newer
     return result
 
@@ -196,12 +194,13 @@ def encode(samples: Sequence[Sample]) -> bytes:
 class History:
     """The history file of one state directory, and what this process last saw."""
 
-    def __init__(self, state_dir: Path, *, monotonic: float | None = None) -> None:
+    def __init__(self, state_dir: Path, *, max_bytes: int = MAX_BYTES) -> None:
         self.path = state_dir / HISTORY_FILE
+        self.max_bytes = max_bytes
         self.lock_path = state_dir / LOCK_FILE
         self.samples: list[Sample] | None = None
         self.previous: dict[Path, int] | None = None
-        self._last_monotonic = monotonic
+        self._last_monotonic: float | None = None
         self._failed: str | None = None
         self.log = get_logger()
 
@@ -257,9 +256,9 @@ class History:
                 written, freed = growth(self.previous, since, records)
                 tick = time.monotonic()
                 elapsed = None if self._last_monotonic is None else tick - self._last_monotonic
-                sample = Sample(
-                    now.timestamp(),
-                    elapsed,
+                sample = Sample(  # rounded as written, so the sample returned is the one read
+                    round(now.timestamp(), 3),
+                    None if elapsed is None else round(elapsed, 3),
                     usage.used,
                     usage.free,
                     usage.total,
@@ -284,10 +283,10 @@ class History:
     def _write(self, samples: list[Sample], sample: Sample) -> None:
         size = self.path.stat().st_size if self.path.exists() else 0
         line = sample.encode()
-        if size and size + len(line) <= MAX_BYTES:
+        if size and size + len(line) <= self.max_bytes:
             durable.append_line(self.path, line)
             return
-        budget = int(MAX_BYTES * COMPACT_TO) if size else MAX_BYTES
+        budget = int(self.max_bytes * COMPACT_TO) if size else self.max_bytes
         keep = max(2, budget // max(1, len(line)))
         compact = downsample(samples, keep)
         data = encode(compact)
