@@ -313,22 +313,66 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
 @main.command("plan")
 @common_options
 @json_option
+@click.option("--high-percent", type=float, help="What if trigger.high_percent were this.")
+@click.option("--low-percent", type=float, help="What if trigger.low_percent were this.")
+@click.option("--min-free", metavar="SIZE", help="What if trigger.min_free were this (20GiB).")
+@click.option(
+    "--max-store-size", metavar="SIZE", help="What if trigger.max_store_size were this (500GB)."
+)
+@click.option("--keep-last", type=int, help="What if protect.keep_last were this.")
 @handle_errors
 @quiet_when_stdout_closes
-def plan_command(config_path: Path | None, store: Path | None, as_json: bool) -> None:
+def plan_command(
+    config_path: Path | None,
+    store: Path | None,
+    as_json: bool,
+    high_percent: float | None,
+    low_percent: float | None,
+    min_free: str | None,
+    max_store_size: str | None,
+    keep_last: int | None,
+) -> None:
     """Show what a prune would remove now, why, and the projected usage.
 
+    The what-if options plan with other thresholds, without touching the
+    config: an operator tunes them by looking, not by guessing.
+
     \b
-    Example: storewarden plan --json | jq '.remove[] | "\\(.name):\\(.version) \\(.reason)"'
+    Examples:
+      storewarden plan --json | jq '.remove[] | "\\(.name):\\(.version) \\(.reason)"'
+      storewarden plan --high-percent 70 --low-percent 60
     """
     from storewarden import views
+    from storewarden.config import ConfigError, override
     from storewarden.engine import Engine
 
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
+    trigger = {
+        key: value
+        for key, value in (
+            ("high_percent", high_percent),
+            ("low_percent", low_percent),
+            ("min_free", min_free),
+            ("max_store_size", max_store_size),
+        )
+        if value is not None
+    }
+    protect = {"keep_last": keep_last} if keep_last is not None else {}
+    what_if: dict[str, object] = {**trigger, **protect}
+    if what_if:
+        try:
+            config = override(config, "(what-if options)", trigger=trigger, protect=protect)
+        except ConfigError as error:
+            fail(str(error), EXIT_CONFIG)
     engine = Engine(config, read_only=True)
     view = engine.make_plan(_require_store(engine))
     data = views.plan_data(view)
+    if what_if:
+        data["what_if"] = {
+            **{key: getattr(config.trigger, key) for key in trigger},
+            **{key: getattr(config.protect, key) for key in protect},
+        }
     if as_json:
         click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
         return

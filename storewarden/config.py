@@ -386,6 +386,21 @@ def build_config(data: object, source: str = "(embedded defaults)") -> Config:
     return config
 
 
+def override(config: Config, source: str, **sections: Mapping[str, object]) -> Config:
+    """Return ``config`` with keys of its sections replaced (``trigger={"high_percent": 70}``).
+
+    The result is validated as a file is, cross-field checks included; raise
+    ConfigError listing every problem (``source`` names where they came from).
+    """
+    data = config.model_dump()
+    for section, values in sections.items():
+        data[section] = {**data[section], **values}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, _problems(error)) from None
+
+
 def load_config(path: Path | None, *, store: Path | None = None) -> Config:
     """Given a YAML file (None for the embedded defaults), return a Config.
 

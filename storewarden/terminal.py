@@ -148,14 +148,14 @@ def status_table(data: dict[str, Any], console: Console) -> None:
     )
     if data["triggers"]:
         console.print(f"[bold red]triggers holding:[/] {', '.join(data['triggers'])}")
-    if "forecast" in data:
-        console.print(views.forecast_line(data["forecast"]), highlight=False, markup=False)
     table = Table(show_edge=False, pad_edge=False)
     for header in views.STATUS_COLUMNS:
         table.add_column(header.lower(), justify="right" if header in _NUMBERS else "left")
     for row in views.status_rows(data):
         table.add_row(*row)
     console.print(table)
+    if "forecast" in data:
+        console.print(views.forecast_line(data["forecast"]), highlight=False, markup=False)
     if data.get("pins"):
         pins = Table(title="pins", show_edge=False, pad_edge=False)
         for header in ("tag", "kind", "who", "when", "until", "reason"):

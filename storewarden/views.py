@@ -223,9 +223,9 @@ def status_lines(data: dict[str, Any]) -> list[str]:
     ]
     if data["triggers"]:
         lines.append(f"triggers holding: {', '.join(data['triggers'])}")
+    lines.extend(columns([STATUS_COLUMNS, *status_rows(data)]))
     if "forecast" in data:
         lines.append(forecast_line(data["forecast"]))
-    lines.extend(columns([STATUS_COLUMNS, *status_rows(data)]))
     lines.extend(status_notes(data))
     return lines
 
@@ -293,7 +293,14 @@ def plan_data(view: PlanView) -> dict[str, Any]:
 def plan_lines(data: dict[str, Any]) -> list[str]:
     """Return ``plan`` data as plain text."""
     usage, projected = data["usage"], data["projected"]
-    lines = [
+    lines = []
+    if data.get("what_if"):
+        lines.append(
+            "what if "
+            + ", ".join(f"{key} {value}" for key, value in data["what_if"].items())
+            + " (the config is unchanged):"
+        )
+    lines += [
         f"triggers: {', '.join(data['triggers']) or 'none'}; used {usage['used_percent']:.1f}%"
         f" -> {projected['used_percent']:.1f}% after {len(data['remove'])} removals"
         f" ({human_bytes(data['bytes_to_free'])})"

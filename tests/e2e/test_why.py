@@ -190,3 +190,44 @@ def test_a_tag_without_a_version_is_a_usage_error(tmp_path: Path, tag: str) -> N
     assert done.returncode == 2
     assert "name:version" in done.stderr
     assert os.path.exists(config)
+
+
+# -- what-if plans -------------------------------------------------------------------------
+
+
+def test_plan_with_what_if_thresholds_shows_their_removals_and_leaves_the_config(
+    tmp_path: Path,
+) -> None:
+    store, config, _log = build(tmp_path)
+    config.write_text(json.dumps({"store": str(store), "protect": {"min_age": 0, "settle": 0}}))
+    written = config.read_text()
+
+    plain = json.loads(storewarden("plan", "--config", str(config), "--json").stdout)
+    what_if = storewarden(
+        "plan", "--config", str(config), "--json", "--max-store-size", "4MiB", "--keep-last", "2"
+    )
+    text = storewarden("plan", "--config", str(config), "--max-store-size", "4MiB")
+
+    assert plain["remove"] == []
+    assert what_if.returncode == 0, what_if.stderr
+    data = json.loads(what_if.stdout)
+    assert data["what_if"] == {"max_store_size": 4 * MIB, "keep_last": 2}
+    assert data["triggers"] == ["max_store_size"]
+    removed = [f"{item['name']}:{item['version']}" for item in data["remove"]]
+    assert removed[:2] == ["iris:v0", "iris:v1"]
+    assert "iris:v4" not in removed  # keep_last 2 keeps v4 and v5
+    assert text.stdout.splitlines()[0] == (
+        f"what if max_store_size {4 * MIB} (the config is unchanged):"
+    )
+    assert config.read_text() == written
+
+
+def test_what_if_thresholds_are_checked_as_the_config_is(tmp_path: Path) -> None:
+    _store, config, _log = build(tmp_path)
+
+    done = storewarden(
+        "plan", "--config", str(config), "--high-percent", "70", "--low-percent", "80"
+    )
+
+    assert done.returncode == 2
+    assert "low_percent (80) must be below high_percent (70)" in done.stderr
