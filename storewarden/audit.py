@@ -93,6 +93,17 @@ class Gone:
     version: str
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """A ``prune_started``: what started a run."""
+
+    timestamp: datetime
+    run_id: str
+    triggers: tuple[str, ...]
+    used_percent: float | None
+    dry_run: bool
+
+
 @dataclass
 class Report:
     """What an audit trail says, in the order the lines came."""
@@ -112,6 +123,7 @@ class Report:
     missed_targets: list[MissedTarget] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     gone: list[Gone] = field(default_factory=list)
+    runs: dict[str, RunStart] = field(default_factory=dict)
     prune_runs: int = 0
     dry_runs: int = 0
     # (store, kind, name, version, run_id) of each removal, to know a recovery's repeat.
@@ -254,6 +266,21 @@ def _removed(event: Mapping[str, Any], moment: datetime) -> Removed:
     )
 
 
+def _run_start(event: Mapping[str, Any], moment: datetime) -> RunStart:
+    triggers = event.get("triggers")
+    usage = event.get("usage")
+    used = usage.get("used_percent") if isinstance(usage, dict) else None
+    if not isinstance(triggers, list) or not all(isinstance(t, str) for t in triggers):
+        raise MalformedEventError("triggers")
+    return RunStart(
+        moment,
+        _text(event, "run_id"),
+        tuple(triggers),
+        float(used) if isinstance(used, int | float) and not isinstance(used, bool) else None,
+        _flag(event, "dry_run"),
+    )
+
+
 def _error_text(event: Mapping[str, Any]) -> str:
     error = event.get("error")
     if isinstance(error, str):
@@ -317,6 +344,9 @@ def _add(report: Report, event: Mapping[str, Any], moment: datetime) -> None:
             report.dry_runs += 1
         else:
             report.prune_runs += 1
+    elif name == "prune_started":
+        start = _run_start(event, moment)
+        report.runs[start.run_id] = start
     elif name == "version_gone":
         report.gone.append(
             Gone(moment, _text(event, "kind"), _text(event, "name"), _text(event, "version"))
@@ -358,6 +388,95 @@ def summarize(lines: Iterable[str], *, since: datetime | None = None) -> Report:
         report.first = moment if report.first is None else min(report.first, moment)
         report.last = moment if report.last is None else max(report.last, moment)
     return report
+
+
+def departures(report: Report, kind: str | None, name: str, version: str) -> list[dict[str, Any]]:
+    """Return how ``kind/name:version`` left the store, as the trail tells it, oldest first.
+
+    Each removal by the warden (``version_removed``) comes with the run that
+    started it (``prune_started``: its triggers and usage; none for a
+    ``delete``) and the pointer change that moved ``latest`` off it (the
+    last ``latest_changed`` or ``latest_removed`` of its name naming it as
+    ``old``, at or before the removal). A version that left without the
+    warden (``version_gone``) has no bytes, reason or run. ``kind`` None: either kind.
+    """
+    found: list[dict[str, Any]] = []
+
+    def wanted(item_kind: str, item_name: str, item_version: str) -> bool:
+        return (kind in (None, item_kind)) and item_name == name and item_version == version
+
+    for item in report.removed:
+        if not wanted(item.kind, item.name, item.version):
+            continue
+        run = report.runs.get(item.run_id)
+        pointer = next(
+            (
+                change
+                for change in reversed(report.pointer_changes)
+                if change.event in ("latest_changed", "latest_removed")
+                and (change.kind, change.name, change.old) == (item.kind, item.name, item.version)
+                and change.timestamp <= item.timestamp
+            ),
+            None,
+        )
+        found.append(
+            {
+                "timestamp": _stamp(item.timestamp),
+                "event": "version_removed",
+                "kind": item.kind,
+                "name": item.name,
+                "version": item.version,
+                "bytes": item.bytes,
+                "reason": item.reason,
+                "run_id": item.run_id,
+                "recovered": item.recovered,
+                "run": (
+                    {
+                        "timestamp": _stamp(run.timestamp),
+                        "triggers": list(run.triggers),
+                        "used_percent": run.used_percent,
+                    }
+                    if run is not None
+                    else None
+                ),
+                "pointer": (
+                    {
+                        "timestamp": _stamp(pointer.timestamp),
+                        "old": pointer.old,
+                        "new": pointer.new,
+                        "reason": pointer.reason,
+                    }
+                    if pointer is not None
+                    else None
+                ),
+            }
+        )
+    for gone in report.gone:
+        if wanted(gone.kind, gone.name, gone.version):
+            found.append(
+                {
+                    "timestamp": _stamp(gone.timestamp),
+                    "event": "version_gone",
+                    "kind": gone.kind,
+                    "name": gone.name,
+                    "version": gone.version,
+                    "bytes": None,
+                    "reason": None,
+                    "run_id": None,
+                    "recovered": False,
+                    "run": None,
+                    "pointer": None,
+                }
+            )
+    return sorted(found, key=lambda item: str(item["timestamp"]))
+
+
+def last_latest(report: Report, kind: str | None, name: str) -> str | None:
+    """Return the version ``name:latest`` last named before its pointer was removed, if it was."""
+    for change in reversed(report.pointer_changes):
+        if change.event == "latest_removed" and change.name == name and kind in (None, change.kind):
+            return change.old
+    return None
 
 
 # -- presenting ---------------------------------------------------------------------------
@@ -610,6 +729,11 @@ def _gone(report: Report) -> list[str]:
         f"  {_stamp(gone.timestamp)}  {gone.kind}/{gone.name}:{gone.version}"
         for gone in report.gone
     ]
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with terminal control characters escaped (``\\x1b``)."""
+    return text.translate(_CONTROL)
 
 
 def render_text(report: Report) -> list[str]:

@@ -223,6 +223,7 @@ def main() -> None:
     Examples:
       storewarden status                 # what is in the store, what is protected
       storewarden plan                   # what a prune would remove now, and why
+      storewarden why iris:abc123        # why it is still here (or how it went)
       storewarden prune --dry-run        # log the plan as would_remove events
       storewarden prune                  # one prune cycle now
       storewarden delete iris:abc123     # delete one version, pointer kept valid
@@ -314,26 +315,145 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
 @main.command("plan")
 @common_options
 @json_option
+@click.option("--high-percent", type=float, help="What if trigger.high_percent were this.")
+@click.option("--low-percent", type=float, help="What if trigger.low_percent were this.")
+@click.option("--min-free", metavar="SIZE", help="What if trigger.min_free were this (20GiB).")
+@click.option(
+    "--max-store-size", metavar="SIZE", help="What if trigger.max_store_size were this (500GB)."
+)
+@click.option("--keep-last", type=int, help="What if protect.keep_last were this.")
 @handle_errors
 @quiet_when_stdout_closes
-def plan_command(config_path: Path | None, store: Path | None, as_json: bool) -> None:
+def plan_command(
+    config_path: Path | None,
+    store: Path | None,
+    as_json: bool,
+    high_percent: float | None,
+    low_percent: float | None,
+    min_free: str | None,
+    max_store_size: str | None,
+    keep_last: int | None,
+) -> None:
     """Show what a prune would remove now, why, and the projected usage.
 
+    The what-if options plan with other thresholds, without touching the
+    config: an operator tunes them by looking, not by guessing.
+
     \b
-    Example: storewarden plan --json | jq '.remove[] | "\\(.name):\\(.version) \\(.reason)"'
+    Examples:
+      storewarden plan --json | jq '.remove[] | "\\(.name):\\(.version) \\(.reason)"'
+      storewarden plan --high-percent 70 --low-percent 60
     """
+    from storewarden import views
+    from storewarden.config import ConfigError, override
+    from storewarden.engine import Engine
+
+    config = load(config_path, store)
+    setup_logging(config, to_stderr=True)
+    trigger = {
+        key: value
+        for key, value in (
+            ("high_percent", high_percent),
+            ("low_percent", low_percent),
+            ("min_free", min_free),
+            ("max_store_size", max_store_size),
+        )
+        if value is not None
+    }
+    protect = {"keep_last": keep_last} if keep_last is not None else {}
+    what_if: dict[str, object] = {**trigger, **protect}
+    if what_if:
+        try:
+            config = override(config, "(what-if options)", trigger=trigger, protect=protect)
+        except ConfigError as error:
+            fail(str(error), EXIT_CONFIG)
+    engine = Engine(config, read_only=True)
+    view = engine.make_plan(_require_store(engine))
+    data = views.plan_data(view)
+    if what_if:
+        data["what_if"] = {
+            **{key: getattr(config.trigger, key) for key in trigger},
+            **{key: getattr(config.protect, key) for key in protect},
+        }
+    if as_json:
+        click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
+        return
+    for line in views.plan_lines(data):
+        click.echo(line)
+
+
+@main.command()
+@common_options
+@click.argument("tag")
+@kind_option("The kind, when a name is both a model and a bento.")
+@click.option(
+    "--log",
+    "logs_read",
+    multiple=True,
+    metavar="FILE|-",
+    help="Audit trail to look in for a version no longer in the store (default: log.file).",
+)
+@json_option
+@handle_errors
+@quiet_when_stdout_closes
+def why(
+    config_path: Path | None,
+    store: Path | None,
+    tag: str,
+    kind: str | None,
+    logs_read: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Explain why a version is still in the store, or how it left it.
+
+    For a version in the store (name:version or name:latest): every rule's
+    verdict, its place in the oldest-first removal order, and the usage at
+    which a prune would remove it. For one no longer there: when it went,
+    why, by which run, and where latest moved, from the audit trail. Exit 1
+    if the tag names nothing in the store or the trail. Read-only.
+
+    \b
+    Examples:
+      storewarden why iris:dr4qngxj3c754ax4
+      journalctl -u storewarden -o cat | storewarden why iris:v1 --log -
+    """
+    from storewarden import audit as trail
     from storewarden import views
     from storewarden.engine import Engine
 
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
+    if ":" not in tag or not tag.partition(":")[2]:
+        fail(f"give a tag as name:version or name:latest, got {tag!r}", EXIT_CONFIG)
     engine = Engine(config, read_only=True)
-    view = engine.make_plan(_require_store(engine))
-    data = views.plan_data(view)
+    found = engine.why(tag, _kind(kind))
+    if found is not None:
+        data = views.why_data(engine, found)
+    else:
+        sources = logs_read or ((str(config.log.file),) if config.log.file is not None else ())
+        if not sources:
+            fail(
+                f"{tag} is not in the store, and there is no audit trail to look in: give"
+                " --log FILE, or --log - (journalctl -u storewarden -o cat | storewarden why"
+                f" {tag} --log -), or set log.file",
+                EXIT_ERROR,
+            )
+        report = trail.summarize(_trail_lines(sources))
+        name, _, version = tag.lower().partition(":")
+        if version == "latest":
+            version = trail.last_latest(report, kind, name) or version
+        departures = trail.departures(report, kind, name, version)
+        if not departures:
+            fail(
+                f"{tag} is not in the store and the audit trail ({', '.join(sources)}) never"
+                " saw it leave",
+                EXIT_ERROR,
+            )
+        data = views.gone_data(tag, kind, name, version, departures)
     if as_json:
-        click.echo(json.dumps(data))  # compact: the C encoder; pipe to jq to read
+        click.echo(json.dumps(data))
         return
-    for line in views.plan_lines(data):
+    for line in views.why_lines(data):
         click.echo(line)
 
 
@@ -360,17 +480,20 @@ def prune(config_path: Path | None, store: Path | None, dry_run: bool, wait: flo
     with bar or contextlib.nullcontext():
         result = engine.cycle(dry_run=dry_run or None, recover=True, lock_wait=wait)
     click.echo(views.summary(result), err=True)
-    write_batch_metrics(engine, result)
+    after_batch(engine, result, protected=sum(kept.version.bytes for kept in result.plan.kept))
     if result.failed:
         sys.exit(EXIT_ERROR)
 
 
-def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
-    """Write the metrics textfile after a one-shot prune or delete, when one is set.
+def after_batch(engine: Engine, result: CycleResult, *, protected: int | None) -> None:
+    """After a one-shot prune or delete: append a usage sample, write the metrics textfile.
 
     node_exporter's textfile collector is made for such batch jobs (a CI
     clean-up step, a cron prune): the same series as the daemon's.
     """
+    snapshot = engine.census()
+    usage = engine.usage(snapshot.store_bytes)
+    engine.record_history(snapshot.versions, usage, protected=protected)
     textfile = engine.config.metrics.textfile
     if textfile is None:
         return
@@ -378,9 +501,7 @@ def write_batch_metrics(engine: Engine, result: CycleResult) -> None:
 
     metrics = Metrics()
     metrics.configure(engine.config)
-    snapshot = engine.census()
     bytes_by_kind, versions_by_kind = totals(snapshot.versions)
-    usage = engine.usage(snapshot.store_bytes)
     quarantined = len(engine.quarantined())
     metrics.observe(
         bytes_by_kind,
@@ -431,7 +552,7 @@ def delete(
             lock_wait=wait,
         )
     click.echo(views.summary(result), err=True)
-    write_batch_metrics(engine, result)
+    after_batch(engine, result, protected=None)
     if result.failed:
         sys.exit(EXIT_ERROR)
     if result.skipped:

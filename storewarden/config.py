@@ -270,6 +270,12 @@ class ArchiveConfig(_Frozen):
         return Path(value).expanduser() if isinstance(value, str | Path) else value
 
 
+class AlertConfig(_Frozen):
+    """When the fill forecast warns (``forecast_warning``)."""
+
+    forecast_horizon: Duration | None = 86400.0
+
+
 class Config(_Frozen):
     """The whole configuration; build it with :func:`load_config` or :func:`build_config`."""
 
@@ -286,6 +292,7 @@ class Config(_Frozen):
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     archive: ArchiveConfig = ArchiveConfig()
+    alert: AlertConfig = AlertConfig()
 
     # A field validator, not a model one: it runs, and is reported at 'kinds',
     # even when other keys of the file are wrong.
@@ -377,6 +384,21 @@ def build_config(data: object, source: str = "(embedded defaults)") -> Config:
                     [f"at 'archive.dir': {archive_dir} is inside {kind_dir}; BentoML would break"],
                 )
     return config
+
+
+def override(config: Config, source: str, **sections: Mapping[str, object]) -> Config:
+    """Return ``config`` with keys of its sections replaced (``trigger={"high_percent": 70}``).
+
+    The result is validated as a file is, cross-field checks included; raise
+    ConfigError listing every problem (``source`` names where they came from).
+    """
+    data = config.model_dump()
+    for section, values in sections.items():
+        data[section] = {**data[section], **values}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, _problems(error)) from None
 
 
 def load_config(path: Path | None, *, store: Path | None = None) -> Config:

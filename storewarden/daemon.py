@@ -27,6 +27,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from storewarden import __version__, policy
+from storewarden import forecast as forecasting
 from storewarden.archive import UnsafeArchiveDirError
 from storewarden.config import Config, ConfigError, human_bytes, load_config
 from storewarden.engine import CycleResult, Engine, PreflightError
@@ -36,6 +37,7 @@ from storewarden.logs import get_logger
 from storewarden.metrics import Metrics
 from storewarden.notify import SystemdNotifier
 from storewarden.prune import StoreBusyError, UnsafeStateDirError
+from storewarden.usage import Usage
 from storewarden.watcher import ChangeRecorder, make_observer, watch, watch_kind
 
 EXIT_OK = 0
@@ -99,6 +101,9 @@ class Daemon:
         self._watched_kinds: set[str] = set()
         self.last_result: CycleResult | None = None
         self.last_status = ""
+        self.protected_bytes: int | None = None
+        self.forecast: forecasting.Forecast | None = None
+        self._warned: set[str] = set()
         self.metrics = Metrics()
 
     # -- public ---------------------------------------------------------------------
@@ -406,6 +411,7 @@ class Daemon:
                     quarantined=len(engine.quarantined()) if result is not None else None,
                     pins_unreadable=engine.pins_unreadable if result is not None else None,
                 )
+                self._record_history(engine, index, usage)
             except Exception as error:  # broad on purpose: a failing check must not kill the job
                 self.log.error("check_failed", error=f"{type(error).__name__}: {error}")
                 self.metrics.count_error("check_failed")
@@ -416,6 +422,27 @@ class Daemon:
                 self.metrics.publish(self.config.metrics.textfile)
                 if recorder.pending():
                     self._request_check(self.config.schedule.debounce)
+
+    def _record_history(self, engine: Engine, index: Index, usage: Usage) -> None:
+        """Append this check's sample, forecast from the history, warn when a time is short."""
+        engine.record_history(index.versions.values(), usage, protected=self.protected_bytes)
+        self.forecast = forecasting.forecast(
+            engine.history.load(), usage, self.config, protected_bytes=self.protected_bytes
+        )
+        self.metrics.observe_forecast(self.forecast)
+        short = forecasting.warnings(self.forecast, self.config.alert.forecast_horizon)
+        for eta, seconds in short.items():
+            if eta in self._warned:
+                continue  # once each time it falls under the horizon, not at every check
+            self.log.warning(
+                "forecast_warning",
+                eta=eta,
+                seconds=round(seconds, 1),
+                horizon_seconds=self.config.alert.forecast_horizon,
+                rate_bytes_per_day=self.forecast.rate_bytes_per_day,
+                protected_rate_bytes_per_day=self.forecast.protected_rate_bytes_per_day,
+            )
+        self._warned = set(short)
 
     def _cycle(self, engine: Engine, index: Index) -> CycleResult | None:
         try:
@@ -429,6 +456,7 @@ class Daemon:
                 index.record_pointer(outcome.record.kind, outcome.record.name, outcome.pointer_new)
         if result.removed or result.would_remove or result.plan.triggers:
             self.last_result = result
+        self.protected_bytes = sum(kept.version.bytes for kept in result.plan.kept)
         return result
 
     def reconcile(self) -> None:

@@ -105,3 +105,25 @@ def link_new(source: Path, destination: Path) -> bool:
         return True
     os.unlink(source)
     return True
+
+
+def append_line(path: Path, line: bytes, mode: int = 0o644) -> None:
+    """Append ``line`` (ending in a newline) to ``path`` and flush it to disk.
+
+    One ``write`` on a descriptor opened with ``O_APPEND``: a crash leaves at
+    most this line cut short at the end, never an earlier one damaged. A new
+    file's directory entry is flushed too. Raise OSError if it cannot be written.
+    """
+    created = not os.path.lexists(path)
+    descriptor = os.open(
+        path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode
+    )
+    try:
+        view = memoryview(line)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    if created:
+        fsync_directory(path.parent)

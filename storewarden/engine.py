@@ -16,13 +16,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from storewarden import inuse, policy, usage
+from storewarden import explain, inuse, policy, usage
+from storewarden import forecast as forecasting
 from storewarden import usage as usage_module
 from storewarden.archive import Archiver, ensure_archive_dir
 from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
 from storewarden.execute import QUARANTINE_FILE, Attempt, Executor, Quarantine, Run, Step
+from storewarden.history import History, HistoryError
 from storewarden.layout import spans
 from storewarden.logs import get_logger
 from storewarden.pins import PinReader, pin_reader
@@ -120,6 +122,15 @@ class PlanView:
     snapshot: Snapshot
     in_use: inuse.InUseScan
     now: datetime
+
+
+@dataclass(frozen=True)
+class WhyView:
+    """One version of the store, explained, with the plan it was explained against."""
+
+    record: VersionRecord
+    explanation: explain.Explanation
+    view: PlanView
 
 
 @dataclass(frozen=True)
@@ -228,6 +239,7 @@ class Engine:
             clock=self.clock,
         )
         self.lock = StoreLock(self.state_dir / "lock")
+        self.history = History(self.state_dir)
         self.log = get_logger()
         if self.pins is _pins_from_state_dir:
             # Read on every call: `storewarden pin` holds from the daemon's next check.
@@ -486,6 +498,32 @@ class Engine:
         """Finish interrupted removals, empty the trash, repair pointers (caller holds the lock)."""
         return self.pruner.recover(lambda: self.usage(0).used_percent, self.census)
 
+    def record_history(
+        self, records: Iterable[VersionRecord], current: Usage, *, protected: int | None
+    ) -> None:
+        """Append one usage sample to the history (never for a read-only command).
+
+        Only into the warden's own marked state directory: a dry run that
+        never made one does not make one for this.
+        """
+        if self.read_only or not (self.state_dir / STATE_MARKER).is_file():
+            return
+        self.history.record(self.clock(), current, records, protected=protected)
+
+    def forecast(self, plan: Plan) -> tuple[forecasting.Forecast | None, str | None]:
+        """Return the fill forecast from the history on disk, or None and what is wrong with it.
+
+        Read-only: an unreadable history is reported, not set aside (the
+        daemon or the next prune does that).
+        """
+        try:
+            samples = self.history.read()
+        except (HistoryError, OSError) as error:
+            return None, str(error)
+        protected = sum(kept.version.bytes for kept in plan.kept)
+        found = forecasting.forecast(samples, plan.usage, self.config, protected_bytes=protected)
+        return found, None
+
     def latest_can_move(self, record: VersionRecord) -> bool:
         """Return whether ``latest``, naming ``record``, has a settled version to move to.
 
@@ -687,6 +725,41 @@ class Engine:
             if record is not None:
                 found.append(record)
         return found
+
+    def why(self, tag: str, kind: Kind | None = None) -> WhyView | None:
+        """Explain the version ``tag`` names in the store now; None if it names none.
+
+        Read-only and lock-free, as ``status`` and ``plan`` are: the census, the
+        pins, a process scan and the planner. Raise AmbiguousTagError if the
+        tag names a model and a bento and ``kind`` is not given.
+        """
+        snapshot = self.census()
+        matches = self.resolve(snapshot, tag, kind)
+        if len(matches) > 1:
+            raise AmbiguousTagError(
+                f"{tag} names "
+                + " and ".join(f"{record.kind}/{record.tag}" for record in matches)
+                + ": give --kind models or --kind bentos"
+            )
+        if not matches:
+            return None
+        record = matches[0]
+        now = self.clock()
+        current = self.usage(snapshot.store_bytes)
+        pins = self.pins()
+        scan = self.scan_in_use(snapshot.versions)
+        plan = policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+        found = explain.explain(
+            record,
+            snapshot,
+            current,
+            self.config,
+            now,
+            in_use=scan.holders,
+            pins=pins,
+            plan=plan,
+        )
+        return WhyView(record, found, PlanView(plan, snapshot, scan, now))
 
     def delete(
         self,

@@ -100,6 +100,10 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "config_reloaded": frozenset({"config"}),
     "config_rejected": frozenset({"config", "problems"}),
     "observer_degraded": frozenset({"observer", "error"}),
+    # the usage history and the fill forecast
+    "history_unreadable": frozenset({"path", "error", "moved_to"}),
+    "history_failed": frozenset({"path", "error"}),
+    "forecast_warning": frozenset({"eta", "seconds", "horizon_seconds", "rate_bytes_per_day"}),
     # metrics (metrics.port, metrics.textfile)
     "metrics_listening": frozenset({"address", "port"}),
     "metrics_failed": frozenset({"target", "error"}),

@@ -39,6 +39,7 @@ from storewarden.usage import Usage
 if TYPE_CHECKING:
     from storewarden.config import Config
     from storewarden.engine import CycleResult
+    from storewarden.forecast import Forecast
 
 # Label values exported from the start (at 0), so rate() and alerts see them before
 # the first removal or error rather than only after it.
@@ -217,6 +218,27 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self.high_mark_eta = Gauge(
+            "storewarden_high_mark_eta_seconds",
+            "Seconds until the store's gross writes reach the high mark (NaN: no forecast).",
+            registry=registry,
+        )
+        self.disk_full_eta = Gauge(
+            "storewarden_disk_full_eta_seconds",
+            "Seconds until the disk is full if nothing were removed (NaN: no forecast).",
+            registry=registry,
+        )
+        self.protected_eta = Gauge(
+            "storewarden_protected_high_mark_eta_seconds",
+            "Seconds until protected versions alone reach the high mark (NaN: none foreseen).",
+            registry=registry,
+        )
+        self.write_rate = Gauge(
+            "storewarden_gross_write_rate_bytes_per_day",
+            "Bytes written to the store per day, gross (Theil-Sen over the history; NaN: unknown).",
+            registry=registry,
+        )
+        self.observe_forecast(None)
         self.target_reached.set(1)
         for reason in REMOVAL_REASONS:
             self.removals.labels(reason=reason)
@@ -302,6 +324,18 @@ class Metrics:
         self.last_prune.set(self.clock())
         self.target_reached.set(1 if result.target_reached else 0)
         self.shortfall.set(result.shortfall_bytes)
+
+    def observe_forecast(self, forecast: Forecast | None) -> None:
+        """Set the forecast's series; an unknown value is NaN, which no alert threshold matches."""
+        nan = float("nan")
+
+        def value(number: float | None) -> float:
+            return nan if number is None else number
+
+        self.high_mark_eta.set(value(forecast.high_mark_seconds if forecast else None))
+        self.disk_full_eta.set(value(forecast.disk_full_seconds if forecast else None))
+        self.protected_eta.set(value(forecast.protected_high_mark_seconds if forecast else None))
+        self.write_rate.set(value(forecast.rate_bytes_per_day if forecast else None))
 
     def count_error(self, event: str) -> None:
         """Count one error-level audit event (``check_failed``, ``config_rejected``, ...)."""

@@ -345,24 +345,38 @@ def _age(now: datetime, moment: datetime) -> float:
     return (now - moment) / timedelta(seconds=1)
 
 
+def _pin_matches(record: VersionRecord, pin: str) -> bool:
+    return fnmatch.fnmatchcase(record.tag, pin) or fnmatch.fnmatchcase(
+        f"{record.kind}/{record.tag}", pin
+    )
+
+
 def is_pinned(record: VersionRecord, pins: Iterable[str]) -> bool:
     """Return whether any pin glob (``name:version``, ``name:*``) matches the version's tag.
 
     A glob may name the kind first (``bentos/svc:*``, as ``storewarden pin
     --kind`` records it) to pin that kind only.
     """
-    qualified = f"{record.kind}/{record.tag}"
-    return any(
-        fnmatch.fnmatchcase(record.tag, pin) or fnmatch.fnmatchcase(qualified, pin) for pin in pins
-    )
+    return any(_pin_matches(record, pin) for pin in pins)
+
+
+def matching_pins(record: VersionRecord, pins: Iterable[str]) -> list[str]:
+    """Return the pin globs of ``pins`` that match the version (see :func:`is_pinned`)."""
+    return [pin for pin in dict.fromkeys(pins) if _pin_matches(record, pin)]
+
+
+def _label_matches(record: VersionRecord, key: str, pattern: str) -> bool:
+    return key in record.labels and fnmatch.fnmatchcase(record.labels[key], pattern)
 
 
 def has_protected_label(record: VersionRecord, labels: Mapping[str, str]) -> bool:
     """Return whether any ``key: value`` pair (value may be a glob) matches the version's labels."""
-    return any(
-        key in record.labels and fnmatch.fnmatchcase(record.labels[key], pattern)
-        for key, pattern in labels.items()
-    )
+    return any(_label_matches(record, key, pattern) for key, pattern in labels.items())
+
+
+def matching_labels(record: VersionRecord, labels: Mapping[str, str]) -> dict[str, str]:
+    """Return the protected ``key: pattern`` pairs the version's labels match."""
+    return {key: pattern for key, pattern in labels.items() if _label_matches(record, key, pattern)}
 
 
 def standing_protections(
@@ -473,6 +487,84 @@ def _classify_incomplete(
         into.mandatory.append(Removal(record, ABANDONED))
 
 
+@dataclass(frozen=True, slots=True)
+class NameFacts:
+    """What the rules that depend on a version's siblings need to know about its name.
+
+    ``newest_complete`` are the name's complete versions, newest first;
+    ``keep_last`` and ``retained`` the versions ``keep_last`` and
+    ``max_versions`` keep (``retained`` None: no limit).
+    """
+
+    settings: Effective
+    pointer_target: str | None
+    pointer_unreadable: bool
+    newest_complete: tuple[VersionRecord, ...]
+    keep_last: frozenset[str]
+    retained: frozenset[str] | None
+
+
+def name_facts(snapshot: Snapshot, kind: str, name: str, config: Config) -> NameFacts:
+    """Return the facts about ``kind``/``name`` its versions' protections depend on."""
+    records = snapshot.versions_of(kind, name)
+    settings = effective(config, kind, name)
+    pointer = snapshot.pointers.get((kind, name))
+    newest_first = tuple(record for record in reversed(records) if record.complete)
+    return NameFacts(
+        settings=settings,
+        pointer_target=snapshot.pointer_target(kind, name),
+        pointer_unreadable=pointer is not None and pointer.unreadable,
+        newest_complete=newest_first,
+        keep_last=frozenset(record.version for record in newest_first[: settings.keep_last]),
+        retained=(
+            frozenset(record.version for record in newest_first[: settings.max_versions])
+            if settings.max_versions is not None
+            else None
+        ),
+    )
+
+
+def protections_of(
+    record: VersionRecord,
+    facts: NameFacts,
+    *,
+    config: Config,
+    now: datetime,
+    in_use: Mapping[Path, str],
+    pins: tuple[str, ...],
+    references: References,
+) -> list[str]:
+    """Return every protection that applies to ``record``, in the order the plan lists them.
+
+    For a version without a usable descriptor these are the raw reasons; the
+    planner then decides whether it is kept as ``incomplete``/``unreadable``
+    or removed as abandoned.
+    """
+    reasons = standing_protections(
+        record, config=config, settings=facts.settings, now=now, in_use=in_use, pins=pins
+    )
+    reasons.extend(references.protections(record))
+    if not record.complete or not record.readable:
+        return reasons
+    if facts.settings.keep_latest and record.version == facts.pointer_target:
+        reasons.insert(0, LATEST)
+    if facts.pointer_unreadable:
+        reasons.insert(0, LATEST_UNREADABLE)
+    if record.version in facts.keep_last:
+        reasons.append(KEEP_LAST)
+    return reasons
+
+
+def retention_reason(record: VersionRecord, facts: NameFacts, now: datetime) -> str | None:
+    """Return why retention removes a complete ``record`` without pressure, or None."""
+    settings = facts.settings
+    if settings.max_age is not None and _age(now, record.age_basis) > settings.max_age:
+        return MAX_AGE
+    if facts.retained is not None and record.version not in facts.retained:
+        return MAX_VERSIONS
+    return None
+
+
 def _classify_name(
     snapshot: Snapshot,
     kind: str,
@@ -486,37 +578,21 @@ def _classify_name(
     into: _Sorting,
 ) -> None:
     """Sort the versions of one name into kept, retention removals and pressure candidates."""
-    records = snapshot.versions_of(kind, name)
-    settings = effective(config, kind, name)
-    pointer_target = snapshot.pointer_target(kind, name)
-    pointer = snapshot.pointers.get((kind, name))
-    pointer_unreadable = pointer is not None and pointer.unreadable
-    newest_first = [record for record in reversed(records) if record.complete]
-    keep_last = {record.version for record in newest_first[: settings.keep_last]}
-    retained = (
-        {record.version for record in newest_first[: settings.max_versions]}
-        if settings.max_versions is not None
-        else None
-    )
-    for record in records:
-        reasons = standing_protections(
-            record, config=config, settings=settings, now=now, in_use=in_use, pins=pins
+    facts = name_facts(snapshot, kind, name, config)
+    for record in snapshot.versions_of(kind, name):
+        reasons = protections_of(
+            record,
+            facts,
+            config=config,
+            now=now,
+            in_use=in_use,
+            pins=pins,
+            references=references,
         )
-        reasons.extend(references.protections(record))
         if not record.complete or not record.readable:
-            _classify_incomplete(record, reasons, settings, now, references, into)
+            _classify_incomplete(record, reasons, facts.settings, now, references, into)
             continue
-        if settings.keep_latest and record.version == pointer_target:
-            reasons.insert(0, LATEST)
-        if pointer_unreadable:
-            reasons.insert(0, LATEST_UNREADABLE)
-        if record.version in keep_last:
-            reasons.append(KEEP_LAST)
-        reason: str | None = None
-        if settings.max_age is not None and _age(now, record.age_basis) > settings.max_age:
-            reason = MAX_AGE
-        elif retained is not None and record.version not in retained:
-            reason = MAX_VERSIONS
+        reason = retention_reason(record, facts, now)
         if reasons:
             _keep_or_wait(record, reasons, reason, references, into)
         elif reason is not None:

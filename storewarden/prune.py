@@ -62,8 +62,22 @@ class UnsafeStateDirError(Exception):
 STATE_MARKER = ".storewarden-state"
 DEFAULT_STATE_DIR = ".storewarden"  # under the store root
 # What a warden of an earlier release put in its state directory, before the marker.
-_OWN_ENTRIES = frozenset({"lock", "trash", "tmp", "pins.json", "pins.lock", "census-cache.json"})
-_OWN_TEMPORARY = re.compile(r"^\.(pins\.json|census-cache\.json)\.[0-9a-f]+(\.tmp)?$")
+_OWN_ENTRIES = frozenset(
+    {
+        "lock",
+        "trash",
+        "tmp",
+        "pins.json",
+        "pins.lock",
+        "census-cache.json",
+        "history.jsonl",
+        "history.jsonl.unreadable",
+        "history.lock",
+    }
+)
+_OWN_TEMPORARY = re.compile(
+    r"^\.(pins\.json|census-cache\.json|history\.jsonl)\.[0-9a-f]+(\.tmp)?$"
+)
 # The only directories a warden deletes inside, and what it names the entries in them.
 _WIPED = ("trash", "tmp")
 _TRASH_ENTRY = re.compile(r"^[0-9a-f]{1,32}-[0-9]{1,9}$")

@@ -154,6 +154,8 @@ def status_table(data: dict[str, Any], console: Console) -> None:
     for row in views.status_rows(data):
         table.add_row(*row)
     console.print(table)
+    if "forecast" in data:
+        console.print(views.forecast_line(data["forecast"]), highlight=False, markup=False)
     if data.get("pins"):
         pins = Table(title="pins", show_edge=False, pad_edge=False)
         for header in ("tag", "kind", "who", "when", "until", "reason"):

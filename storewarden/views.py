@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from storewarden import policy
+from storewarden.audit import printable
 from storewarden.config import human_bytes
-from storewarden.engine import CycleResult, Engine, PlanView
+from storewarden.engine import CycleResult, Engine, PlanView, WhyView
+from storewarden.forecast import MIN_INTERVALS
 from storewarden.pins import PinBoard, PinsError
 
 # The status table, plain or rich: (header, what each name row shows).
@@ -104,7 +106,63 @@ def status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
             for key, until in sorted(engine.quarantined().items())
         ],
         **pins_data(engine, view.now),
+        "forecast": forecast_data(engine, view.plan),
     }
+
+
+def forecast_data(engine: Engine, plan: policy.Plan) -> dict[str, Any]:
+    """Return the fill forecast as data, with what is wrong with the history if it is unreadable."""
+    found, problem = engine.forecast(plan)
+    if found is None:
+        return {
+            "rate_bytes_per_day": None,
+            "protected_rate_bytes_per_day": None,
+            "high_mark_seconds": None,
+            "disk_full_seconds": None,
+            "protected_high_mark_seconds": None,
+            "history_seconds": 0.0,
+            "history_needed_seconds": MIN_INTERVALS * engine.config.schedule.check_interval,
+            "samples": 0,
+            "problem": problem,
+        }
+    return {**found.as_dict(), "problem": None}
+
+
+def human_seconds(seconds: float) -> str:
+    """Return a duration for people: ``3d 4h``, ``5h 10m``, ``42m``, ``30s``."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def forecast_line(data: dict[str, Any]) -> str:
+    """Return the forecast in one line for ``status``."""
+    if data["problem"]:
+        return f"forecast: none, the usage history is unreadable ({data['problem']})"
+    if data["history_seconds"] < data["history_needed_seconds"]:
+        return (
+            f"forecast: not yet (the history spans {human_seconds(data['history_seconds'])}"
+            f" of the {human_seconds(data['history_needed_seconds'])} it needs)"
+        )
+    rate = data["rate_bytes_per_day"] or 0.0
+    if rate <= 0:
+        return "forecast: nothing written to the store lately"
+
+    def when(key: str) -> str:
+        value = data[key]
+        return "never at this rate" if value is None else f"in {human_seconds(value)}"
+
+    return (
+        f"forecast: {human_bytes(rate)}/day written; high mark {when('high_mark_seconds')},"
+        f" disk full (if nothing were removed) {when('disk_full_seconds')}; protected versions"
+        f" alone reach the high mark {when('protected_high_mark_seconds')}"
+    )
 
 
 def unknown_data(plan: policy.Plan) -> list[dict[str, Any]]:
@@ -166,6 +224,8 @@ def status_lines(data: dict[str, Any]) -> list[str]:
     if data["triggers"]:
         lines.append(f"triggers holding: {', '.join(data['triggers'])}")
     lines.extend(columns([STATUS_COLUMNS, *status_rows(data)]))
+    if "forecast" in data:
+        lines.append(forecast_line(data["forecast"]))
     lines.extend(status_notes(data))
     return lines
 
@@ -233,7 +293,14 @@ def plan_data(view: PlanView) -> dict[str, Any]:
 def plan_lines(data: dict[str, Any]) -> list[str]:
     """Return ``plan`` data as plain text."""
     usage, projected = data["usage"], data["projected"]
-    lines = [
+    lines = []
+    if data.get("what_if"):
+        lines.append(
+            "what if "
+            + ", ".join(f"{key} {value}" for key, value in data["what_if"].items())
+            + " (the config is unchanged):"
+        )
+    lines += [
         f"triggers: {', '.join(data['triggers']) or 'none'}; used {usage['used_percent']:.1f}%"
         f" -> {projected['used_percent']:.1f}% after {len(data['remove'])} removals"
         f" ({human_bytes(data['bytes_to_free'])})"
@@ -269,3 +336,235 @@ def summary(result: CycleResult) -> str:
     if not result.target_reached:
         text += f"; target not reached, {human_bytes(result.shortfall_bytes)} short"
     return text
+
+
+# -- why -----------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Return ``value`` as JSON-ready data (times as ISO 8601)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def why_data(engine: Engine, why: WhyView) -> dict[str, Any]:
+    """Return ``storewarden why`` for a version in the store, as data (docs/operations.md)."""
+    record, found = why.record, why.explanation
+    rules = []
+    board = pins_data(engine, why.view.now)
+    for verdict in found.verdicts:
+        detail = _plain(dict(verdict.detail))
+        if verdict.rule == policy.PINNED:
+            globs = set(detail["globs"])
+            detail["pins"] = [
+                pin for pin in board["pins"] if _pin_glob(pin) in globs and not pin["expired"]
+            ]
+            detail["config"] = [
+                glob for glob in detail["globs"] if glob in engine.config.protect.pins
+            ]
+        rules.append({"rule": verdict.rule, "holds": verdict.holds, "detail": detail})
+    going = found.going
+    data: dict[str, Any] = {
+        "tag": record.tag,
+        "kind": record.kind,
+        "name": record.name,
+        "version": record.version,
+        "in_store": True,
+        "path": str(record.path),
+        "bytes": record.bytes,
+        "creation_time": record.creation_time.isoformat(),
+        "in_store_since": record.age_basis.isoformat(),
+        "last_change": record.last_change.isoformat(),
+        "complete": record.complete,
+        "labels": dict(record.labels),
+        "usage": why.view.plan.usage.as_dict(),
+        "outcome": found.outcome,
+        "reason": found.reason,
+        "protected_by": list(found.protected_by),
+        "rules": rules,
+        "order": (
+            {
+                "position": found.place.position,
+                "of": found.place.of,
+                "bytes_before": found.place.bytes_before,
+                "mandatory_bytes": found.place.mandatory_bytes,
+            }
+            if found.place is not None
+            else None
+        ),
+        "goes_at": (
+            {
+                "used_bytes": going.used_bytes,
+                "used_percent": round(going.used_percent, 2),
+                "capacity_bytes": going.capacity_bytes,
+                "more_bytes": going.more_bytes,
+                "not_before": going.after.isoformat() if going.after else None,
+                "beyond_full_disk": found.beyond,
+            }
+            if going is not None
+            else None
+        ),
+        "removed_without_pressure_at": (
+            found.mandatory_at.isoformat() if found.mandatory_at is not None else None
+        ),
+        "never_while": list(found.never),
+        "protected_until": found.protected_until.isoformat() if found.protected_until else None,
+    }
+    data["summary"] = why_summary(data)
+    return data
+
+
+def _pin_glob(pin: dict[str, Any]) -> str:
+    return f"{pin['kind']}/{pin['tag']}" if pin["kind"] else str(pin["tag"])
+
+
+def why_summary(data: dict[str, Any]) -> str:  # noqa: PLR0911 - one answer per case
+    """Return the one line that answers "will it go, and when?" from ``why`` data."""
+    going = data["goes_at"]
+    if data["outcome"] == "removed_now":
+        return f"the next prune removes it now ({data['reason']})"
+    if data["removed_without_pressure_at"] is not None:
+        rule = next(
+            (
+                rule["rule"]
+                for rule in data["rules"]
+                if rule["holds"]
+                and rule["rule"] in (policy.MAX_AGE, policy.MAX_VERSIONS, policy.INCOMPLETE)
+            ),
+            "abandoned",
+        )
+        reason = policy.ABANDONED if rule == policy.INCOMPLETE else rule
+        return (
+            f"goes without pressure ({reason}) at the first check after"
+            f" {data['removed_without_pressure_at']}"
+        )
+    if data["never_while"]:
+        return "never removed automatically while: " + ", ".join(data["never_while"])
+    if going is None:
+        return "not in the removal order"
+    prefix = f"protected until {going['not_before']}; then " if going["not_before"] else ""
+    if going["beyond_full_disk"]:
+        order = data["order"]
+        return (
+            f"{prefix}not in one prune even from a full disk:"
+            f" {human_bytes(order['bytes_before'] + order['mandatory_bytes'])} of older removable"
+            " versions go first"
+        )
+    if going["more_bytes"] == 0:
+        return (
+            f"{prefix}goes once usage reaches {going['used_percent']:.1f}% (reached now),"
+            " unless protected before then"
+        )
+    return (
+        f"{prefix}goes once usage reaches {going['used_percent']:.1f}%"
+        f" (another {human_bytes(going['more_bytes'])}), unless protected before then"
+    )
+
+
+def why_lines(data: dict[str, Any]) -> list[str]:
+    """Return ``why`` data as plain text for people."""
+    if not data["in_store"]:
+        return gone_lines(data)
+    lines = [
+        f"{data['kind']}/{data['tag']}: {human_bytes(data['bytes'])}, in the store since"
+        f" {data['in_store_since']}",
+        data["summary"],
+    ]
+    order = data["order"]
+    if order is not None:
+        lines.append(
+            f"removal order: {order['position']} of {order['of']} (oldest first);"
+            f" {human_bytes(order['bytes_before'])} of older versions go before it"
+        )
+    lines.append("rules:")
+    for rule in data["rules"]:
+        mark = "HOLDS" if rule["holds"] else "-"
+        lines.append(f"  {rule['rule']:<18} {mark:<5}  {_rule_text(rule)}")
+    # A process's name or a pin's reason reaches the terminal: no escape sequence does.
+    return [printable(line) for line in lines]
+
+
+def _rule_text(rule: dict[str, Any]) -> str:  # noqa: PLR0911 - one short line per rule
+    detail = rule["detail"]
+    name = rule["rule"]
+    if name == policy.LATEST:
+        return f"latest names {detail['latest'] or '-'} (keep_latest {detail['keep_latest']})"
+    if name == policy.KEEP_LAST:
+        return (
+            f"keep_last {detail['keep_last']}; it is number {detail['position'] or '-'} of"
+            f" {detail['complete_versions']} complete versions, newest first"
+        )
+    if name in (policy.MIN_AGE, policy.SETTLE):
+        return f"until {detail['until']}"
+    if name == policy.INCOMPLETE:
+        return "complete" if detail["complete"] else f"abandoned at {detail['abandoned_at']}"
+    if name == policy.PINNED:
+        pins = [
+            f"{pin['tag']} by {pin['who']} until {pin['until'] or 'unpinned'}"
+            + (f" ({pin['reason']})" if pin["reason"] else "")
+            for pin in detail["pins"]
+        ]
+        return "; ".join([*pins, *(f"{glob} (config)" for glob in detail["config"])]) or "-"
+    if name == policy.LABEL:
+        return ", ".join(f"{k}: {v}" for k, v in detail["matching"].items()) or "-"
+    if name == policy.IN_USE:
+        return detail["holder"] or "-"
+    if name in (policy.REFERENCED, policy.REFERENCES_UNKNOWN):
+        return ", ".join(detail["bentos"]) or "-"
+    if name == policy.MAX_AGE:
+        return f"max_age {detail['max_age_seconds']}"
+    if name == policy.MAX_VERSIONS:
+        return f"max_versions {detail['max_versions']}"
+    return detail.get("problem") or "-"
+
+
+def gone_data(
+    tag: str, kind: str | None, name: str, version: str, departures: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Return ``storewarden why`` for a version no longer in the store, from the audit trail."""
+    data: dict[str, Any] = {
+        "tag": tag,
+        "kind": kind,
+        "name": name,
+        "version": version,
+        "in_store": False,
+        "departures": departures,
+    }
+    data["summary"] = gone_summary(departures[-1]) if departures else None
+    return data
+
+
+def gone_summary(item: dict[str, Any]) -> str:
+    """Return one line: when the version went, why, by which run, its bytes, where latest went."""
+    if item["event"] == "version_gone":
+        return (
+            f"gone at {item['timestamp']} without the warden (version_gone: bentoml models"
+            " delete, rm, another tool)"
+        )
+    run = item["run"]
+    started = (
+        f", started by {', '.join(run['triggers'])} at {run['used_percent']}% used"
+        if run is not None and run["triggers"]
+        else ""
+    )
+    text = (
+        f"removed at {item['timestamp']} ({item['reason']}) by run {item['run_id']}{started},"
+        f" {human_bytes(item['bytes'])}"
+    )
+    pointer = item["pointer"]
+    if pointer is not None:
+        text += f"; latest moved to {pointer['new'] or '- (removed)'}"
+    return text
+
+
+def gone_lines(data: dict[str, Any]) -> list[str]:
+    """Return ``why`` of a departed version as plain text."""
+    where = f"{data['kind']}/" if data["kind"] else ""
+    lines = [f"{where}{data['name']}:{data['version']}: not in the store"]
+    lines.extend(f"  {gone_summary(item)}" for item in data["departures"])
+    return [printable(line) for line in lines]

@@ -63,6 +63,8 @@ def imported(home: Path, *arguments: str) -> set[str]:
         ("plan",),
         ("status", "-h"),
         ("print", "rules"),
+        ("why", "iris:latest"),
+        ("why", "iris:latest", "--json"),
     ],
     ids=" ".join,
 )

@@ -263,7 +263,10 @@ def test_a_fresh_state_dir_is_created_and_marked(store: Path, tmp_path: Path) ->
     result = run_cli(store, "prune", "--config", str(config_with(tmp_path, state_dir=str(state))))
 
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(state)) == sorted([STATE_MARKER, "lock", "trash", "tmp"])
+    # The prune's usage sample too: the history the forecast reads.
+    assert sorted(os.listdir(state)) == sorted(
+        [STATE_MARKER, "lock", "trash", "tmp", "history.jsonl", "history.lock"]
+    )
 
 
 @pytest.mark.slow
