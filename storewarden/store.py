@@ -515,23 +515,64 @@ def parse_creation_time(value: object) -> datetime | None:
 def read_pointer(
     kind: Kind, name: str, path: Path, filesystem: FileSystem, info: os.stat_result
 ) -> Pointer:
-    """Given the ``latest`` entry of a name directory, return it as a Pointer."""
+    """Given the ``latest`` entry of a name directory, return it as a Pointer.
+
+    A symlink to a version directory (other tools) names that version; a
+    symlink to a file names what the file holds, as BentoML reads it, and
+    counts as the ``file`` form (a move writes a plain file over the link).
+    """
+    form: Literal["file", "symlink"] = "file"
+    read_from: Path | None = path if stat.S_ISREG(info.st_mode) else None
     if stat.S_ISLNK(info.st_mode):
-        text = _linked_version(path, filesystem.readlink(path))
-        form: Literal["file", "symlink"] = "symlink"
-    elif stat.S_ISREG(info.st_mode):
-        raw = filesystem.read_bytes(path, 256)
+        led_to = _pointer_file(path)
+        if led_to == "outside":
+            # BentoML reads latest through the link; the census reads nothing outside
+            # the name directory, so what it names is unknown: every version may be it.
+            return Pointer(
+                kind,
+                name,
+                path,
+                "symlink",
+                None,
+                "latest is a symlink to a file outside its name directory; left alone",
+                unreadable=True,
+            )
+        read_from = led_to
+        if read_from is None:
+            form = "symlink"
+            text = _linked_version(path, filesystem.readlink(path))
+    if read_from is not None:
+        raw = filesystem.read_bytes(read_from, 256)
         try:
             text = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
             return Pointer(kind, name, path, "file", None, "pointer is not text")
-        form = "file"
-    else:
+    elif form == "file":
         return Pointer(kind, name, path, "file", None, "pointer is neither a file nor a symlink")
     if not is_valid_tag_part(text):
         # '../../etc', '/abs/path', 'a/b' and the like: invalid input, never followed.
         return Pointer(kind, name, path, form, None, f"pointer names {text[:80]!r}, not a version")
     return Pointer(kind, name, path, form, text)
+
+
+def _pointer_file(path: Path) -> Path | Literal["outside"] | None:
+    """Return the regular file a symlinked ``latest`` leads to, as BentoML reads it.
+
+    BentoML reads ``latest`` as a file, through any link: a link to a file
+    holding the version (``latest -> pointer.txt``) names that version. Such
+    a file inside the name directory is returned (by its real path, to be
+    read without following anything); one elsewhere is ``"outside"``; None
+    when the link leads to no regular file (a version directory, as other
+    tools write it, or nothing).
+    """
+    try:
+        real = os.path.realpath(path)
+        if not stat.S_ISREG(os.stat(real).st_mode):
+            return None
+    except (OSError, ValueError):
+        return None
+    home = os.path.realpath(path.parent)
+    return Path(real) if os.path.dirname(real) == home else "outside"
 
 
 def _linked_version(path: Path, text: str) -> str:

@@ -195,6 +195,54 @@ def test_a_latest_naming_a_symlinked_version_bentoml_loads_is_left_alone(tmp_pat
     assert (elsewhere / "weights.bin").stat().st_size == 2000
 
 
+# -- red team, round four: latest a symlink to a file holding the version -----------------
+
+
+@pytest.mark.parametrize("where", ["beside-in-the-name-directory", "outside-the-store"])
+def test_a_latest_linked_to_a_file_names_what_bentoml_reads_through_it(
+    tmp_path: Path, where: str
+) -> None:
+    home = tmp_path / "bentoml"
+    old = run_python(home, SAVE_ONE, "1000")["tag"]
+    middle = run_python(home, SAVE_ONE, "2000")["tag"]
+    newest = run_python(home, SAVE_ONE, "3000")["tag"]
+    version = old.partition(":")[2]
+    name_dir = home / "models" / "iris"
+    holder = name_dir / "pointer.txt" if where.startswith("beside") else tmp_path / "ptr"
+    holder.write_text(version)
+    (name_dir / "latest").unlink()
+    os.symlink("pointer.txt" if where.startswith("beside") else holder, name_dir / "latest")
+    assert run_python(home, READ_LATEST) == {"tag": old, "weights": 1000}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "protect": {"settle": "0s", "min_age": "0s", "keep_last": 1},
+                "trigger": {"max_store_size": 1},
+            }
+        )
+    )
+
+    result = storewarden(home, "prune", config=config)
+
+    assert result.returncode == 0, result.stderr
+    assert "pointer_repaired" not in [event["event"] for event in events(result)]
+    assert run_python(home, READ_LATEST) == {"tag": old, "weights": 1000}
+    assert holder.read_text() == version
+    kept = sorted(p.name for p in name_dir.iterdir() if p.is_dir())
+    if where == "outside-the-store":  # unknown to the warden: nothing of the name goes
+        assert len(kept) == 3
+        return
+    assert middle.partition(":")[2] not in kept  # the one version neither latest nor kept
+    assert len(kept) == 2
+    # Moving it writes a plain file over the link, which BentoML reads; pointer.txt stays.
+    moved = storewarden(home, "delete", "iris:latest", "--kind", "models", config=config)
+    assert moved.returncode == 0, moved.stderr
+    assert not (name_dir / "latest").is_symlink()
+    assert run_python(home, READ_LATEST) == {"tag": newest, "weights": 3000}
+    assert holder.read_text() == version
+
+
 # -- case 5: a model.yaml that cannot be read is not half written --------------------------
 
 
