@@ -74,6 +74,27 @@ def _mounts_below(directories: Iterable[Path]) -> list[tuple[Inode, tuple[str, .
     return found
 
 
+def mount_of(path: Path) -> str | None:
+    """Return the mount point ``path`` is on (the longest one over its real path), or None.
+
+    None where the mount table cannot be read. Two paths on one filesystem
+    but under different mounts (a bind mount) cannot be renamed between.
+    """
+    import psutil  # noqa: PLC0415
+
+    real = os.path.realpath(path)
+    try:
+        points = [partition.mountpoint for partition in psutil.disk_partitions(all=True)]
+    except (OSError, RuntimeError):
+        return None
+    over = [
+        point
+        for point in points
+        if real == point or real.startswith(point.rstrip("/") + "/") or point == "/"
+    ]
+    return max(over, key=len) if over else None
+
+
 def is_mount(info: os.stat_result, parent: os.stat_result, mounts: frozenset[Inode]) -> bool:
     """Return whether a directory (``info``, under ``parent``) is a mount point."""
     return info.st_dev != parent.st_dev or (info.st_dev, info.st_ino) in mounts

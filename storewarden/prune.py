@@ -32,7 +32,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from storewarden import durable
-from storewarden.layout import Inode, Place, directory_problem, find_places, mount_points
+from storewarden.layout import (
+    Inode,
+    Place,
+    directory_problem,
+    find_places,
+    mount_of,
+    mount_points,
+)
 from storewarden.logs import get_logger
 from storewarden.store import (
     DESCRIPTORS,
@@ -160,6 +167,12 @@ def check_state_dir(root: Path, state_dir: Path, device: int | None = None) -> N
         raise UnsafeStateDirError(
             f"state_dir {state_dir} is on another filesystem than the store {root};"
             " the trash must be reachable by rename"
+        )
+    if device is None and mount_of(existing) != mount_of(real_root):
+        # One filesystem, two mounts (a bind mount): rename fails with EXDEV all the same.
+        raise UnsafeStateDirError(
+            f"state_dir {state_dir} is under another mount ({mount_of(existing)}) than the"
+            f" store {root} ({mount_of(real_root)}); the trash must be reachable by rename"
         )
     try:
         info = os.lstat(state_dir)

@@ -22,7 +22,7 @@ from storewarden.prune import STATE_MARKER
 from tests.conftest import _mount_tmpfs
 from tests.e2e.test_cli import run_cli
 from tests.e2e.test_daemon import DaemonProcess, fast_config, start_daemon
-from tests.storebuilder import make_version, point_latest
+from tests.storebuilder import NOW, make_version, point_latest
 
 __all__ = ["start_daemon"]  # the fixture, used by name
 
@@ -238,6 +238,33 @@ def test_a_filesystem_mounted_on_the_state_dirs_tmp_or_trash_is_refused_and_left
         assert (wiped / "latest-0123abcd").exists()
     finally:
         subprocess.run(["umount", "-l", str(wiped)], check=False)
+
+
+@pytest.mark.tmpfs
+def test_a_state_dir_that_is_a_bind_mount_of_the_same_filesystem_is_refused(
+    store: Path, tmp_path: Path
+) -> None:
+    # Same st_dev as the store, yet another mount: every rename into its trash is EXDEV.
+    make_version(store, "iris", "v1", created=NOW - timedelta(days=9))
+    make_version(store, "iris", "v2", set_latest=True)
+    source = tmp_path / "state-source"
+    source.mkdir()
+    state = store / ".storewarden"
+    state.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "--bind", str(source), str(state)], check=True, capture_output=True
+        )
+    except (subprocess.CalledProcessError, FileNotFoundError) as error:
+        pytest.skip(f"cannot mount here (needs root or CAP_SYS_ADMIN): {error}")
+    try:
+        for command in ("check", "prune"):
+            result = run_cli(store, command)
+            assert result.returncode == 2, result.stderr
+            assert "is under another mount" in result.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+    assert (store / "models" / "iris" / "v1" / "model.yaml").is_file()
 
 
 @pytest.mark.parametrize("inside", [".storewarden/trash", ".storewarden/tmp/x", ".storewarden"])
