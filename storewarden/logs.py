@@ -100,6 +100,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "config_reloaded": frozenset({"config"}),
     "config_rejected": frozenset({"config", "problems"}),
     "observer_degraded": frozenset({"observer", "error"}),
+    "watch_failed": frozenset({"path", "error", "failures"}),
     # metrics (metrics.port, metrics.textfile)
     "metrics_listening": frozenset({"address", "port"}),
     "metrics_failed": frozenset({"target", "error"}),
