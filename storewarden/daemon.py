@@ -1,8 +1,9 @@
 """The daemon: watcher + scheduler around the engine's one prune cycle.
 
-Wiring only. Watchdog events mark what changed and bring the next check
-forward; the APScheduler check job refreshes the index from those marks,
-measures usage and, when a trigger holds (or retention is due), runs
+Wiring only. Watcher events (inotify, or a watchdog observer) mark what
+changed and bring the next check forward; the APScheduler check job
+refreshes the index from those marks, measures usage and, when a trigger
+holds (or retention is due), runs
 :meth:`Engine.cycle` -- the same function ``storewarden prune`` calls.
 A reconcile job rescans the store and corrects the index.
 """
