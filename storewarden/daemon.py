@@ -1,8 +1,9 @@
 """The daemon: watcher + scheduler around the engine's one prune cycle.
 
-Wiring only. Watchdog events mark what changed and bring the next check
-forward; the APScheduler check job refreshes the index from those marks,
-measures usage and, when a trigger holds (or retention is due), runs
+Wiring only. Watcher events (inotify, or a watchdog observer) mark what
+changed and bring the next check forward; the APScheduler check job
+refreshes the index from those marks, measures usage and, when a trigger
+holds (or retention is due), runs
 :meth:`Engine.cycle` -- the same function ``storewarden prune`` calls.
 A reconcile job rescans the store and corrects the index.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import gc
 import os
 import signal
@@ -23,7 +25,6 @@ from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from storewarden import __version__, policy
@@ -38,7 +39,14 @@ from storewarden.metrics import Metrics
 from storewarden.notify import SystemdNotifier
 from storewarden.prune import StoreBusyError, UnsafeStateDirError
 from storewarden.usage import Usage
-from storewarden.watcher import ChangeRecorder, make_observer, watch, watch_kind
+from storewarden.watcher import (
+    ChangeRecorder,
+    InotifyWatcher,
+    NoWatcher,
+    ObserverWatcher,
+    Watcher,
+    make_observer,
+)
 
 EXIT_OK = 0
 
@@ -96,9 +104,8 @@ class Daemon:
         self._engine: Engine | None = None
         self._index: Index | None = None
         self._recorder: ChangeRecorder | None = None
-        self._observer: BaseObserver | None = None
+        self._watcher: Watcher | None = None
         self._scheduler: BackgroundScheduler | None = None
-        self._watched_kinds: set[str] = set()
         self.last_result: CycleResult | None = None
         self.last_status = ""
         self.protected_bytes: int | None = None
@@ -121,6 +128,11 @@ class Daemon:
     def index(self) -> Index | None:
         """Return the live index (for tests and status)."""
         return self._index
+
+    @property
+    def watcher(self) -> Watcher | None:
+        """Return the running watcher (for tests and benchmarks)."""
+        return self._watcher
 
     def run(self) -> int:
         """Run until stopped; return the process exit code."""
@@ -183,7 +195,8 @@ class Daemon:
         release_memory()
         self._engine, self._index = engine, index
         self._recorder = ChangeRecorder(index, self._on_change)
-        self._observer = self._start_observer(engine.root)
+        self._watcher = self._start_watcher(engine.root)
+        self._watcher.resync(index, datetime.now(tz=UTC))
         self._scheduler = self._start_scheduler()
         self.metrics.start(self.config)
         self.ready.set()
@@ -193,50 +206,75 @@ class Daemon:
             versions=len(index.versions),
             store_bytes=index.store_bytes,
             seconds=round(time.monotonic() - started, 3),
-            observer=type(self._observer).__name__,
+            observer=self._watcher.name,
         )
         self._request_check(0.0)
 
-    def _start_observer(self, root: Path) -> BaseObserver:
+    def _start_watcher(self, root: Path) -> Watcher:
+        """Start the configured watcher, or the next best one; never raise.
+
+        Inotify (``auto`` or ``inotify`` on Linux) needs watches on the root
+        and the kind directories only; if even those are refused (the watch
+        or instance limit), a polling observer; if that cannot walk the
+        store either (a hostile version nested a thousand directories deep
+        raises RecursionError in watchdog's recursive walk), no watcher at
+        all: checks on schedule and the reconcile job. The reconcile job
+        corrects whatever a switch missed.
+        """
         recorder = self._recorder
         if recorder is None:
-            raise RuntimeError("the change recorder must exist before the observer")
-        # The configured observer; polling if the inotify watch (or instance) limit
-        # is reached; none at all (checks on schedule, the reconcile job) if even
-        # polling cannot walk the store: watchdog walks it recursively, and a hostile
-        # version nested a thousand directories deep raises RecursionError. The
-        # reconcile job corrects whatever a switch missed.
-        polling = max(5.0, self.config.schedule.check_interval / 4)
-        observer = make_observer(self.config.schedule.observer)
-        try:
-            self._watch_and_start(observer, recorder, root)
-        except (OSError, RecursionError) as error:
-            self._degraded("polling", error)
-            observer = PollingObserver(timeout=polling)
-            try:
-                self._watch_and_start(observer, recorder, root)
-            except (OSError, RecursionError) as second:
-                self._degraded("reconcile only", second)
-                observer = PollingObserver(timeout=polling)
-                observer.start()  # watches nothing; stops with the daemon
+            raise RuntimeError("the change recorder must exist before the watcher")
         kinds = recorder.index.watched_kinds
-        self._watched_kinds = {kind for kind in kinds if (root / kind).is_dir()}
-        return observer
-
-    def _watch_and_start(
-        self, observer: BaseObserver, recorder: ChangeRecorder, root: Path
-    ) -> None:
-        """Schedule the watches and start ``observer``; on failure stop what it started.
-
-        Stopping also closes an inotify observer's descriptor and its reader
-        thread, which it starts as soon as it is made.
-        """
+        polling = max(5.0, self.config.schedule.check_interval / 4)
+        chosen = self.config.schedule.observer
+        if chosen != "polling":
+            try:
+                watcher: Watcher = self._inotify_watcher(recorder, root, kinds)
+                watcher.start()
+            except OSError as error:
+                if chosen == "auto" and error.errno == errno.ENOSYS:
+                    watcher = ObserverWatcher(make_observer("auto"), recorder, root, kinds)
+                else:
+                    self._degraded("polling", error)
+                    fallback = PollingObserver(timeout=polling)
+                    watcher = ObserverWatcher(fallback, recorder, root, kinds)
+            else:
+                return watcher
+        else:
+            watcher = ObserverWatcher(make_observer("polling", polling), recorder, root, kinds)
         try:
-            watch(observer, recorder, root, recorder.index.watched_kinds)
-            observer.start()
-        except BaseException:
-            observer.stop()
-            raise
+            watcher.start()
+        except (OSError, RecursionError) as error:
+            self._degraded("reconcile only", error)
+            return NoWatcher()
+        return watcher
+
+    def _inotify_watcher(
+        self, recorder: ChangeRecorder, root: Path, kinds: tuple[str, ...]
+    ) -> InotifyWatcher:
+        """Return an inotify watcher of the store (not started); raise OSError without inotify."""
+        return InotifyWatcher(
+            recorder,
+            root,
+            kinds,
+            settle=lambda kind, name: policy.effective(self.config, kind, name).settle,
+            on_failure=self._watch_failed,
+            on_overflow=self._events_lost,
+        )
+
+    def _events_lost(self) -> None:
+        """The kernel's event queue overflowed: what changed is unknown, so rescan now."""
+        self._request_job("reconcile", 0.0)
+
+    def _watch_failed(self, path: str, error: OSError) -> None:
+        """A directory could not be watched: say so once, count it (reconcile covers it)."""
+        failures = self.metrics.count_watch_failure()
+        self.log.warning(
+            "watch_failed",
+            path=path,
+            error=f"{errno.errorcode.get(error.errno or 0, 'OSError')}: {error.strerror}",
+            failures=failures,
+        )
 
     def _degraded(self, observer: str, error: BaseException) -> None:
         self.log.warning(
@@ -271,10 +309,9 @@ class Daemon:
         if scheduler is not None:
             scheduler.shutdown(wait=True)
         self.metrics.stop()
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout=5)
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
 
     def _reload_config_only(self) -> bool:
         """Load the config again and make every check a start makes; keep the old one on failure.
@@ -327,16 +364,22 @@ class Daemon:
             self._request_check(self.config.schedule.debounce)
 
     def _request_check(self, delay: float) -> None:
+        if not self._request_job("check", delay):
+            self._early_check_pending.clear()
+
+    def _request_job(self, job: str, delay: float) -> bool:
+        """Bring the job ``job`` forward to run in ``delay`` seconds; return whether it was."""
         scheduler = self._scheduler
         if scheduler is None:
-            return
+            return False
         when = datetime.now(tz=UTC) + timedelta(seconds=delay)
         try:
-            scheduler.modify_job("check", next_run_time=when)
+            scheduler.modify_job(job, next_run_time=when)
         except (
             Exception
         ):  # broad on purpose: the scheduler may be shutting down; the interval job remains
-            self._early_check_pending.clear()
+            return False
+        return True
 
     def _log_changes(self, changes: list[Change]) -> None:
         for change in changes:
@@ -363,21 +406,6 @@ class Daemon:
                     reason="observed",
                 )
 
-    def _watch_new_kinds(self) -> None:
-        engine, observer, recorder = self._engine, self._observer, self._recorder
-        if engine is None or observer is None or recorder is None:
-            return
-        for kind in recorder.index.watched_kinds:
-            if kind in self._watched_kinds:
-                continue
-            try:
-                watched = watch_kind(observer, recorder, engine.root / kind)
-            except OSError as error:
-                self.log.warning("observer_degraded", observer="reconcile only", error=str(error))
-                watched = True  # do not retry a refused watch at every check
-            if watched:
-                self._watched_kinds.add(kind)
-
     def check(self) -> CycleResult | None:
         """The check job: apply marked changes, measure, prune if a trigger holds or plan is due."""
         self._early_check_pending.clear()
@@ -389,8 +417,9 @@ class Daemon:
                 touched = recorder.drain()
                 if touched:
                     self._log_changes(index.refresh(touched))
-                    if any(name is None for _kind, name, _version in touched):
-                        self._watch_new_kinds()
+                if self._watcher is not None:
+                    self._watcher.follow(index, touched, datetime.now(tz=UTC))
+                    self.metrics.observe_watches(self._watcher.watch_count())
                 usage = engine.usage(index.store_bytes)
                 triggers = policy.triggers_holding(usage, self.config)
                 self.log.debug(
@@ -470,6 +499,8 @@ class Daemon:
                 recorder.drain()  # the census below sees everything these marks point at
                 added, gone, changed = index.load(engine.census())
                 release_memory()
+                if self._watcher is not None:
+                    self._watcher.resync(index, datetime.now(tz=UTC))
             except (
                 Exception
             ) as error:  # broad on purpose: the store may vanish; the next run retries

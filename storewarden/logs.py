@@ -104,6 +104,7 @@ EVENTS: Mapping[str, frozenset[str]] = {
     "history_unreadable": frozenset({"path", "error", "moved_to"}),
     "history_failed": frozenset({"path", "error"}),
     "forecast_warning": frozenset({"eta", "seconds", "horizon_seconds", "rate_bytes_per_day"}),
+    "watch_failed": frozenset({"path", "error", "failures"}),
     # metrics (metrics.port, metrics.textfile)
     "metrics_listening": frozenset({"address", "port"}),
     "metrics_failed": frozenset({"target", "error"}),

@@ -212,6 +212,19 @@ class Metrics:
             "Versions whose removal kept failing, set aside for a while (storewarden status).",
             registry=registry,
         )
+        self.watches = Gauge(
+            "storewarden_watches",
+            "Inotify watches the daemon holds: root, kinds, names and settling versions.",
+            registry=registry,
+        )
+        self.watch_failures = Counter(
+            "storewarden_watch_failures",
+            "Directories the watcher could not watch (watch limit, permissions): left to polling"
+            " at each check and to reconcile.",
+            registry=registry,
+        )
+        self._watch_failures = 0
+        self._watch_failures_lock = threading.Lock()
         self.duration = Histogram(
             "storewarden_prune_duration_seconds",
             "How long prune cycles took.",
@@ -340,6 +353,17 @@ class Metrics:
     def count_error(self, event: str) -> None:
         """Count one error-level audit event (``check_failed``, ``config_rejected``, ...)."""
         self.errors.labels(event=event).inc()
+
+    def count_watch_failure(self) -> int:
+        """Count one directory the watcher could not watch; return how many so far."""
+        with self._watch_failures_lock:
+            self._watch_failures += 1
+            self.watch_failures.inc()
+            return self._watch_failures
+
+    def observe_watches(self, count: int) -> None:
+        """Record how many inotify watches the daemon holds."""
+        self.watches.set(count)
 
     def exposition(self) -> bytes:
         """Return the series in Prometheus's text format, as the endpoint serves them."""

@@ -1,11 +1,33 @@
-"""Watchdog wiring: record what changed in the store, ask for an early check. No pruning here."""
+"""Watching the store: record what changed, ask for an early check. No pruning here.
+
+On Linux the daemon watches with :class:`InotifyWatcher`: one inotify
+descriptor and one reader thread, holding watches on the root, the kind
+directories and the name directories, plus only the version directories
+still settling (and the directories inside those). A settled store of
+50,000 versions over 500 names holds about 503 watches, not 50,000: the
+watch count grows with the number of names and of versions being written,
+never with the versions at rest. Whatever a watch cannot see (a settled
+version changed in place, a watch the kernel refused) the reconcile job's
+full rescan corrects.
+
+Elsewhere, and with ``schedule.observer: polling``, a watchdog observer
+watches each kind directory recursively (:class:`ObserverWatcher`).
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import select
+import stat
+import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -24,6 +46,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from storewarden.index import Index, Touched
+from storewarden.logs import get_logger
+from storewarden.store import POINTER, VersionRecord
+from storewarden.tags import is_store_name, is_valid_tag_part
 
 # Reads (opened, closed_no_write) are left out: the census itself reads every
 # descriptor and must not wake the watcher that asked for it.
@@ -51,19 +76,17 @@ class ChangeRecorder(FileSystemEventHandler):
         self._touched: set[Touched] = set()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        """Record the version, name or kind an event touched; never raises."""
-        paths = [event.src_path]
+        """Record the version, name or kind a watchdog event touched; never raises."""
+        paths = [os.fsdecode(event.src_path)]
         if getattr(event, "dest_path", ""):
-            paths.append(event.dest_path)
+            paths.append(os.fsdecode(event.dest_path))
+        self.record_paths(paths)
+
+    def record_paths(self, paths: Iterable[str]) -> None:
+        """Record what each path under the store touched; call ``on_change`` if any did."""
         recorded = False
-        for raw in paths:
-            path = os.fsdecode(raw)
+        for path in paths:
             touched = self._index.touched(path)
-            if touched is None:
-                root = str(self._index.root).rstrip("/")
-                parent = os.path.dirname(path)
-                if parent == root and os.path.basename(path) in self._index.watched_kinds:
-                    touched = (os.path.basename(path), None, None)
             if touched is not None:
                 with self._lock:
                     self._touched.add(touched)
@@ -83,38 +106,647 @@ class ChangeRecorder(FileSystemEventHandler):
             return bool(self._touched)
 
 
+class Watcher(Protocol):
+    """What the daemon needs of a watcher, whichever kind it is."""
+
+    @property
+    def name(self) -> str:
+        """Return what watches, for ``daemon_ready`` (``InotifyWatcher``, ``PollingObserver``)."""
+        ...
+
+    def start(self) -> None:
+        """Place the watches every store needs and start; raise OSError if that fails."""
+        ...
+
+    def follow(self, index: Index, touched: set[Touched], now: datetime) -> None:
+        """After a check applied ``touched`` to ``index``: watch and unwatch accordingly."""
+        ...
+
+    def resync(self, index: Index, now: datetime) -> None:
+        """After a full census: bring the watches in line with the whole store."""
+        ...
+
+    def watch_count(self) -> int:
+        """Return how many kernel watches this watcher holds (0 where it cannot tell)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop watching and join the threads this watcher started."""
+        ...
+
+
+# -- watchdog observers: polling, and platforms without inotify ------------------------------
+
+
 def make_observer(kind: str, polling_interval: float = 5.0) -> BaseObserver:
-    """Return a watchdog observer: ``inotify``, ``polling``, or ``auto`` (the platform's best)."""
+    """Return a watchdog observer: ``polling``, or the platform's best (``auto``, ``inotify``)."""
     if kind == "polling":
         return PollingObserver(timeout=polling_interval)
-    if kind == "inotify":
-        from watchdog.observers.inotify import InotifyObserver  # noqa: PLC0415 - Linux only
-
-        return InotifyObserver()
     from watchdog.observers import Observer  # noqa: PLC0415 - picks the platform's observer
 
     observer: BaseObserver = Observer()
     return observer
 
 
-def watch(
-    observer: BaseObserver, recorder: ChangeRecorder, root: Path, kinds: tuple[str, ...]
-) -> None:
-    """Schedule the watches: the root (to see kinds appear) and each kind directory, recursively.
+class ObserverWatcher:
+    """A watchdog observer watching the root, and each kind directory recursively.
 
-    Raise OSError if the platform refuses a watch (the inotify watch limit).
+    Used for ``schedule.observer: polling`` (filesystems without inotify,
+    such as NFS) and on platforms without inotify, where watchdog's own
+    observer (FSEvents, kqueue...) watches whole trees.
     """
-    observer.schedule(recorder, str(root), recursive=False, event_filter=EVENTS_OF_INTEREST)
-    for kind in kinds:
-        watch_kind(observer, recorder, root / kind)
+
+    def __init__(
+        self, observer: BaseObserver, recorder: ChangeRecorder, root: Path, kinds: Iterable[str]
+    ) -> None:
+        self.observer = observer
+        self.recorder = recorder
+        self.root = root
+        self.kinds = tuple(kinds)
+        self._watched_kinds: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        """Return the observer's class name."""
+        return type(self.observer).__name__
+
+    def start(self) -> None:
+        """Schedule the watches and start the observer; on failure stop what it started.
+
+        Raise OSError if the platform refuses a watch, RecursionError if the
+        polling observer's recursive walk meets a tree nested too deep.
+        """
+        try:
+            self.observer.schedule(
+                self.recorder, str(self.root), recursive=False, event_filter=EVENTS_OF_INTEREST
+            )
+            self._watch_new_kinds()
+            self.observer.start()
+        except BaseException:
+            self.observer.stop()
+            raise
+
+    def _watch_new_kinds(self) -> None:
+        for kind in self.kinds:
+            directory = self.root / kind
+            if kind in self._watched_kinds or not directory.is_dir():
+                continue
+            self.observer.schedule(
+                self.recorder, str(directory), recursive=True, event_filter=EVENTS_OF_INTEREST
+            )
+            self._watched_kinds.add(kind)
+
+    def follow(self, index: Index, touched: set[Touched], now: datetime) -> None:
+        """Watch a kind directory that appeared since; the rest is watched recursively."""
+        del index, now
+        if any(name is None for _kind, name, _version in touched):
+            self._rewatch_kinds()
+
+    def resync(self, index: Index, now: datetime) -> None:
+        """Watch a kind directory that appeared since."""
+        del index, now
+        self._rewatch_kinds()
+
+    def _rewatch_kinds(self) -> None:
+        try:
+            self._watch_new_kinds()
+        except (OSError, RecursionError) as error:
+            get_logger().warning(
+                "observer_degraded",
+                observer="reconcile only",
+                error=f"{type(error).__name__}: {error}",
+            )
+            self._watched_kinds.update(self.kinds)  # do not retry a refused watch every check
+
+    def watch_count(self) -> int:
+        """Return 0: watchdog does not say how many kernel watches it holds."""
+        return 0
+
+    def stop(self) -> None:
+        """Stop the observer and join its threads."""
+        self.observer.stop()
+        if self.observer.is_alive():
+            self.observer.join(timeout=5)
 
 
-def watch_kind(observer: BaseObserver, recorder: ChangeRecorder, directory: Path) -> bool:
-    """Watch one kind directory recursively if it exists; return whether it does.
+class NoWatcher:
+    """No watcher at all: changes are seen by the scheduled checks and the reconcile job."""
 
-    Raise OSError if the platform refuses the watch.
+    name = "none"
+
+    def start(self) -> None:
+        """Start nothing."""
+
+    def follow(self, index: Index, touched: set[Touched], now: datetime) -> None:
+        """Do nothing."""
+
+    def resync(self, index: Index, now: datetime) -> None:
+        """Do nothing."""
+
+    def watch_count(self) -> int:
+        """Return 0."""
+        return 0
+
+    def stop(self) -> None:
+        """Stop nothing."""
+
+
+# -- inotify ----------------------------------------------------------------------------------
+
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_ISDIR = 0x40000000
+
+# Root, kind and name directories: entries appearing, going, and `latest` rewritten
+# (in place, by rename, or as a symlink). Not the root's own symlink: it may be one.
+STRUCTURE_MASK = (
+    IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CLOSE_WRITE | IN_MODIFY | IN_ONLYDIR
+)
+# A version being written, and each directory inside it: every write.
+SETTLING_MASK = STRUCTURE_MASK | IN_ATTRIB | IN_DONT_FOLLOW
+_EVENT_HEADER = struct.Struct("iIII")
+_READ_SIZE = 64 * 1024
+# Directories watched inside one settling version at most; what lies beyond is
+# seen when the version itself is re-read (each check it is touched) and by reconcile.
+MAX_WATCHES_PER_VERSION = 1000
+
+
+class Inotify:
+    """One inotify descriptor, its watches by path, and one thread reading its events.
+
+    Built on libc through ctypes rather than on watchdog's ``InotifyFD``
+    (watchdog 7): that class registers a watch the kernel refused with
+    EACCES as if it had succeeded (watch descriptor -1), warns from inside
+    its reader thread when a moved directory is watched again (the kernel
+    hands back the same descriptor), and is absent from the watchdog 4-6
+    this package allows. What is needed here is small: add a watch and
+    raise the kernel's error, remove one, and hand each event with the
+    watched directory's path to one callback.
+
+    ``on_event(directory, mask, name)`` and ``on_gone(directory)`` (the
+    kernel dropped a watch: the directory was deleted, or its filesystem
+    unmounted) run on the reader thread; ``directory`` is ``""`` for a
+    queue overflow, which arrives with ``IN_Q_OVERFLOW`` in ``mask``.
     """
-    if not directory.is_dir():
-        return False
-    observer.schedule(recorder, str(directory), recursive=True, event_filter=EVENTS_OF_INTEREST)
-    return True
+
+    def __init__(
+        self,
+        on_event: Callable[[str, int, str], None],
+        on_gone: Callable[[str], None],
+    ) -> None:
+        self._on_event = on_event
+        self._on_gone = on_gone
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self._init1 = libc.inotify_init1
+            self._add = libc.inotify_add_watch
+            self._remove = libc.inotify_rm_watch
+        except (OSError, AttributeError) as error:
+            raise OSError(errno.ENOSYS, f"inotify is not available: {error}") from error
+        self._add.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+        self._remove.argtypes = (ctypes.c_int, ctypes.c_int)
+        descriptor = self._init1(os.O_CLOEXEC | os.O_NONBLOCK)
+        if descriptor < 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"inotify_init1: {os.strerror(number)}")
+        self.descriptor: int = descriptor
+        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._lock = threading.Lock()
+        self._path_of: dict[int, str] = {}
+        self._descriptor_of: dict[str, int] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._read_loop, name="storewarden-inotify")
+
+    def add_watch(self, path: str, mask: int) -> None:
+        """Watch the directory ``path`` with ``mask``; raise OSError with the kernel's errno."""
+        encoded = os.fsencode(path)
+        with self._lock:
+            watch = self._add(self.descriptor, encoded, mask)
+            if watch < 0:
+                number = ctypes.get_errno()
+                message = os.strerror(number)
+                if number == errno.ENOSPC:
+                    message = "inotify watch limit reached (fs.inotify.max_user_watches)"
+                raise OSError(number, message, path)
+            old = self._path_of.get(watch)
+            if old is not None and old != path:  # a watched directory moved here
+                self._descriptor_of.pop(old, None)
+            self._path_of[watch] = path
+            self._descriptor_of[path] = watch
+
+    def remove_watch(self, path: str) -> None:
+        """Stop watching ``path`` if it is watched."""
+        with self._lock:
+            watch = self._descriptor_of.pop(path, None)
+            if watch is None:
+                return
+            del self._path_of[watch]
+            self._remove(self.descriptor, watch)  # EINVAL if the kernel dropped it already
+
+    def watching(self, path: str) -> bool:
+        """Return whether ``path`` is watched."""
+        with self._lock:
+            return path in self._descriptor_of
+
+    def count(self) -> int:
+        """Return how many watches are held."""
+        with self._lock:
+            return len(self._path_of)
+
+    def start(self) -> None:
+        """Start the reader thread."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the reader thread, then close the descriptor (which drops every watch); once."""
+        if self._stopping:
+            return
+        self._stopping = True
+        os.write(self._wake_write, b"x")
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        os.close(self.descriptor)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _read_loop(self) -> None:
+        poller = select.poll()
+        poller.register(self.descriptor, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        while not self._stopping:
+            poller.poll()
+            if self._stopping:
+                return
+            try:
+                buffer = os.read(self.descriptor, _READ_SIZE)
+            except BlockingIOError:
+                continue
+            self._dispatch(buffer)
+
+    def _dispatch(self, buffer: bytes) -> None:
+        offset = 0
+        while offset + _EVENT_HEADER.size <= len(buffer):
+            watch, mask, _cookie, length = _EVENT_HEADER.unpack_from(buffer, offset)
+            start = offset + _EVENT_HEADER.size
+            name = os.fsdecode(buffer[start : start + length].rstrip(b"\0"))
+            offset = start + length
+            try:
+                self._handle(watch, mask, name)
+            except Exception as error:  # broad on purpose: the reader thread must live on
+                get_logger().error(
+                    "check_failed", error=f"watcher: {type(error).__name__}: {error}"
+                )
+
+    def _handle(self, watch: int, mask: int, name: str) -> None:
+        if mask & IN_Q_OVERFLOW:
+            self._on_event("", mask, "")
+            return
+        with self._lock:
+            path = self._path_of.get(watch)
+            if path is not None and mask & IN_IGNORED:
+                del self._path_of[watch]
+                if self._descriptor_of.get(path) == watch:
+                    del self._descriptor_of[path]
+        if path is None:
+            return  # a watch removed while its events were queued
+        if mask & IN_IGNORED:
+            self._on_gone(path)
+        else:
+            self._on_event(path, mask, name)
+
+
+@dataclass
+class _Failing:
+    """A directory whose watch the kernel refused: polled at each check until a watch holds."""
+
+    version: str | None  # the settling version it belongs to, if any
+    signature: tuple[int, int] | None  # its (mtime, ctime) in ns when last looked at
+
+
+def _signature(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_ctime_ns)
+
+
+class InotifyWatcher:
+    """Watches the root, kinds, names and settling versions on one inotify descriptor.
+
+    A directory's depth below the root says what it is: 1 a kind, 2 a name,
+    3 a version, 4 and more a directory inside a version. A new version
+    directory is watched the moment its name directory reports it (on the
+    reader thread, before anything else is read), with whatever directories
+    it already holds; it is unwatched by :meth:`follow` once the index has
+    it complete and unchanged for its ``settle`` period.
+
+    A watch the kernel refuses (ENOSPC at ``fs.inotify.max_user_watches``,
+    EACCES...) is reported once per directory through ``on_failure(path,
+    error)``, tried again at each check, and meanwhile polled: its
+    directory's mtime and ctime are compared at each check. The reconcile
+    job covers the rest. Only the root's and the kinds' watches are needed
+    to start: :meth:`start` raises OSError if one is refused.
+    """
+
+    name = "InotifyWatcher"
+
+    def __init__(
+        self,
+        recorder: ChangeRecorder,
+        root: Path,
+        kinds: Iterable[str],
+        *,
+        settle: Callable[[str, str], float],
+        on_failure: Callable[[str, OSError], None],
+        on_overflow: Callable[[], None],
+        inotify_factory: Callable[
+            [Callable[[str, int, str], None], Callable[[str], None]], Inotify
+        ] = Inotify,
+    ) -> None:
+        self.recorder = recorder
+        self.root = str(root).rstrip("/") or "/"
+        self.kinds = tuple(kinds)
+        self.settle = settle
+        self.on_failure = on_failure
+        self.on_overflow = on_overflow
+        self._lock = threading.RLock()
+        # Each watched settling version's path, with the watched directories inside it.
+        self._versions: dict[str, set[str]] = {}
+        self._failing: dict[str, _Failing] = {}
+        self._reported: set[str] = set()
+        self.inotify = inotify_factory(self._on_event, self._on_gone)
+
+    # -- the daemon's side ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Watch the root, each kind and each name directory; start reading.
+
+        Raise OSError (and close the descriptor) if the root or a kind
+        directory cannot be watched.
+        """
+        try:
+            self.inotify.add_watch(self.root, STRUCTURE_MASK)
+            for kind in self.kinds:
+                path = self._join(self.root, kind)
+                if os.path.isdir(path):
+                    self.inotify.add_watch(path, STRUCTURE_MASK | IN_DONT_FOLLOW)
+                    self._watch_names(path)
+        except BaseException:
+            self.inotify.close()
+            raise
+        self.inotify.start()
+
+    def stop(self) -> None:
+        """Stop the reader thread and drop every watch."""
+        self.inotify.close()
+
+    def watch_count(self) -> int:
+        """Return how many inotify watches are held."""
+        return self.inotify.count()
+
+    def watched_versions(self) -> set[str]:
+        """Return the paths of the settling versions watched now."""
+        with self._lock:
+            return set(self._versions)
+
+    def follow(self, index: Index, touched: set[Touched], now: datetime) -> None:
+        """Watch versions the check found settling; unwatch the settled; poll refused watches.
+
+        Costs the number of versions watched or touched (and the versions of
+        a touched name), not the store's size.
+        """
+        versions: set[str] = set()
+        for kind, name, version in touched:
+            if name is None:
+                continue
+            if version is None or version == POINTER:  # what the name holds may have changed
+                directory = self._join(self.root, kind, name)
+                versions.update(
+                    self._join(directory, entry)
+                    for entry in _subdirectories(directory)
+                    if self._wanted(entry, 3)
+                )
+            else:
+                versions.add(self._join(self.root, kind, name, version))
+        for path in versions:
+            record = _record(index, Path(path))
+            if record is not None and self._settling(record, now):
+                self._watch_tree(path, 3)
+        self._expire(index, now)
+        self._poll_failing(index, now)
+
+    def resync(self, index: Index, now: datetime) -> None:
+        """After a full census: watch every kind, name and settling version; unwatch the rest."""
+        for kind in self.kinds:
+            path = self._join(self.root, kind)
+            if os.path.isdir(path) and not self.inotify.watching(path):
+                self._watch_tree(path, 1)
+            elif os.path.isdir(path):
+                self._watch_names(path)
+        for record in (*index.versions.values(), *index.others.values()):
+            if self._settling(record, now):
+                self._watch_tree(str(record.path), 3)
+        self._expire(index, now)
+        self._poll_failing(index, now)
+
+    # -- what to watch --------------------------------------------------------------------
+
+    def _settling(self, record: VersionRecord, now: datetime) -> bool:
+        if not record.complete:
+            return True
+        return (now - record.last_change).total_seconds() < self.settle(record.kind, record.name)
+
+    def _expire(self, index: Index, now: datetime) -> None:
+        with self._lock:
+            versions = list(self._versions)
+        for path in versions:
+            record = _record(index, Path(path))
+            if record is None:
+                if os.path.isdir(path):
+                    continue  # not read yet: the check that reads it decides
+            elif self._settling(record, now):
+                continue
+            self._unwatch_version(path)
+
+    def _unwatch_version(self, version: str) -> None:
+        with self._lock:
+            inside = self._versions.pop(version, set())
+            for path in [
+                path for path, failing in self._failing.items() if failing.version == version
+            ]:
+                del self._failing[path]
+        for path in inside:
+            self.inotify.remove_watch(path)
+
+    def _watch_names(self, kind_path: str) -> None:
+        for entry in _subdirectories(kind_path):
+            if is_store_name(entry) and not self.inotify.watching(self._join(kind_path, entry)):
+                self._add(self._join(kind_path, entry), 2)
+
+    def _watch_tree(self, path: str, depth: int) -> list[str]:
+        """Watch ``path`` (at ``depth``), then the directories it already holds, iteratively.
+
+        Below a name directory every version found is watched as a new one
+        (the next check unwatches those the index has settled). Return the
+        directories newly watched below ``path``: found after their parent's
+        watch was in place, so no later change is missed, and recorded as
+        touched by the caller so that what happened before is read.
+        """
+        if self.inotify.watching(path):
+            return []
+        found: list[str] = []
+        stack = [(path, depth)]
+        while stack:
+            directory, level = stack.pop()
+            if not self._add(directory, level):
+                continue
+            if directory != path:
+                found.append(directory)
+            stack.extend(
+                (self._join(directory, entry), level + 1)
+                for entry in _subdirectories(directory)
+                if self._wanted(entry, level + 1)
+            )
+        return found
+
+    def _wanted(self, entry: str, depth: int) -> bool:
+        if depth == 1:
+            return entry in self.kinds
+        if depth == 2:
+            return is_store_name(entry)
+        if depth == 3:
+            return entry != POINTER and is_valid_tag_part(entry)
+        return True
+
+    def _add(self, path: str, depth: int) -> bool:
+        """Watch one directory; return whether it is watched. A refusal is reported, not raised."""
+        version = self._version_of(path) if depth >= 3 else None
+        if version is not None:
+            with self._lock:
+                watched = self._versions.setdefault(version, set())
+                if len(watched) >= MAX_WATCHES_PER_VERSION:
+                    error = OSError(
+                        errno.ENOSPC,
+                        f"more than {MAX_WATCHES_PER_VERSION} directories in one version;"
+                        " the rest is read at each check and by reconcile",
+                    )
+                    self._refused(version, error, version, poll=False)
+                    return False
+        mask = STRUCTURE_MASK | IN_DONT_FOLLOW if depth <= 2 else SETTLING_MASK
+        try:
+            self.inotify.add_watch(path, mask)
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.ENOTDIR):
+                return False  # gone already, or not a directory: nothing to watch
+            self._refused(path, error, version, poll=True)
+            return False
+        with self._lock:
+            if version is not None:
+                self._versions.setdefault(version, set()).add(path)
+            self._failing.pop(path, None)
+        return True
+
+    def _refused(self, path: str, error: OSError, version: str | None, *, poll: bool) -> None:
+        with self._lock:
+            if poll and path not in self._failing:
+                self._failing[path] = _Failing(version, _signature(path))
+            first = path not in self._reported
+            self._reported.add(path)
+        if first:
+            self.on_failure(path, error)
+
+    def _poll_failing(self, index: Index, now: datetime) -> None:
+        """Try each refused watch again; record a directory whose mtime or ctime moved."""
+        with self._lock:
+            failing = dict(self._failing)
+        changed: list[str] = []
+        for path, entry in failing.items():
+            if entry.version is not None:
+                record = _record(index, Path(entry.version))
+                if record is not None and not self._settling(record, now):
+                    with self._lock:
+                        self._failing.pop(path, None)
+                    continue
+            signature = _signature(path)
+            if signature is None:
+                with self._lock:
+                    self._failing.pop(path, None)
+                changed.append(path)
+                continue
+            if self._add(path, self._depth(path)):
+                changed.append(path)  # watched from now on; what happened meanwhile is read now
+            elif signature != entry.signature:
+                entry.signature = signature
+                changed.append(path)
+        if changed:
+            self.recorder.record_paths(changed)
+
+    # -- the reader thread ---------------------------------------------------------------
+
+    def _on_event(self, directory: str, mask: int, name: str) -> None:
+        if mask & IN_Q_OVERFLOW:
+            self.on_overflow()
+            return
+        path = self._join(directory, name) if name else directory
+        touched = [path]
+        if name and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+            depth = self._depth(path)
+            if self._wanted(name, depth):
+                touched += self._watch_tree(path, depth)
+        self.recorder.record_paths(touched)
+
+    def _on_gone(self, directory: str) -> None:
+        """The kernel dropped a watch (its directory was deleted): forget it."""
+        if self._depth(directory) < 3:
+            return
+        version = self._version_of(directory)
+        with self._lock:
+            inside = self._versions.get(version)
+            if inside is None:
+                return
+            inside.discard(directory)
+            if directory == version:  # its directories went first: rmdir needs them gone
+                del self._versions[version]
+
+    # -- paths ----------------------------------------------------------------------------
+
+    def _join(self, first: str, *rest: str) -> str:
+        return "/".join((first.rstrip("/"), *rest))
+
+    def _depth(self, path: str) -> int:
+        if path == self.root:
+            return 0
+        return path[len(self.root) + 1 :].count("/") + 1
+
+    def _version_of(self, path: str) -> str:
+        parts = path[len(self.root) + 1 :].split("/")
+        return self._join(self.root, *parts[:3])
+
+
+def _subdirectories(path: str) -> list[str]:
+    """Return the names of the directories in ``path`` (not symlinks); [] if unreadable."""
+    try:
+        with os.scandir(path) as entries:
+            return [
+                entry.name
+                for entry in entries
+                if stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode)
+            ]
+    except OSError:
+        return []
+
+
+def _record(index: Index, path: Path) -> VersionRecord | None:
+    return index.versions.get(path) or index.others.get(path)

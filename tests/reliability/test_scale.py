@@ -8,9 +8,10 @@ reconcile the index must match a fresh census exactly, the process must not
 have grown without bound, and the checks must have gone on all along.
 
 An observer that cannot be set up degrades with a warning, not a failure:
-the polling observer by config, and an inotify observer whose every watch
-fails as at the kernel's watch limit (injected: the limit itself is a
-system-wide sysctl a test must not touch).
+the polling observer by config, and an inotify watcher whose every watch
+fails as at the kernel's watch limit, the root's included (injected: the
+limit itself is a system-wide sysctl a test must not touch). A watch
+refused below the kinds is no degradation (tests/integration/test_watcher.py).
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from typing import Any
 
 import psutil
 import pytest
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.inotify import InotifyObserver
 
-from storewarden import daemon as daemon_module
+from storewarden import watcher as watcher_module
 from storewarden.config import build_config
 from storewarden.daemon import Daemon
 from storewarden.store import VersionRecord, census
+from storewarden.watcher import Inotify
 from tests.conftest import Audit
 from tests.reliability.support import genstore
 from tests.storebuilder import make_version, point_latest
@@ -98,10 +97,6 @@ def stamp(event: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(event["timestamp"])
 
 
-# watchdog warns (RuntimeWarning, on stderr) when a directory moved in is watched twice in a
-# burst; pytest's warnings-as-errors would make that kill its emitter thread, which in
-# production only prints the warning.
-@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
     tmp_path: Path, audit: Audit, run_daemon: Callable[[dict[str, Any]], Daemon]
 ) -> None:
@@ -164,19 +159,9 @@ def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
 # -- observers that cannot be set up ------------------------------------------------------------
 
 
-class AtTheWatchLimit(InotifyObserver):
-    """An inotify observer whose every watch fails as at fs.inotify.max_user_watches."""
-
-    def schedule(
-        self,
-        event_handler: FileSystemEventHandler,
-        path: str | Path,
-        *,
-        recursive: bool = False,
-        event_filter: list[type[FileSystemEvent]] | None = None,
-        follow_symlink: bool = False,
-    ) -> ObservedWatch:
-        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+def at_the_watch_limit(self: Inotify, path: str, mask: int) -> None:
+    """Refuse every watch, as inotify does at fs.inotify.max_user_watches."""
+    raise OSError(errno.ENOSPC, "inotify watch limit reached", path)
 
 
 @pytest.mark.parametrize("how", ["configured-polling", "inotify-at-its-watch-limit"])
@@ -190,11 +175,7 @@ def test_an_observer_that_cannot_watch_degrades_with_a_warning_and_changes_are_s
     store = tmp_path / "bentoml"
     make_version(store, "iris", "v1", set_latest=True)
     if how == "inotify-at-its-watch-limit":
-
-        def make_observer(kind: str, polling_interval: float = 5.0) -> BaseObserver:
-            return AtTheWatchLimit()
-
-        monkeypatch.setattr(daemon_module, "make_observer", make_observer)
+        monkeypatch.setattr(watcher_module.Inotify, "add_watch", at_the_watch_limit)
     daemon = run_daemon(
         config_for(store, observer="polling" if how == "configured-polling" else "inotify")
     )
