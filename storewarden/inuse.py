@@ -2,7 +2,8 @@
 
 A version is in use when a process has a file under it open or
 memory-mapped, has its working directory under it, or names its path or its
-tag on its command line, unless its environment sends BentoML to another
+tag on its command line (or a tag BentoML resolves to it: ``name:latest``, or
+``name:prefix`` of its version), unless its environment sends BentoML to another
 store (``BENTOML_HOME`` set to a directory that is not this store, compared by
 device and inode as the process sees that path: BentoML resolves its tags
 there). Processes that cannot be inspected (another
@@ -288,6 +289,18 @@ def _resolve(token: str, cwd: str | None, cache: dict[str, str]) -> str:
 
 
 @dataclass(frozen=True)
+class NamedVersions:
+    """The versions command lines name with one name: version -> why, and their lengths.
+
+    ``lengths`` (ascending) bound the prefixes a version of the name is
+    looked up by to those some command line has.
+    """
+
+    versions: Mapping[str, str]
+    lengths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ProcessTable:
     """A process table indexed once for a store: what each version key or tag is held by.
 
@@ -300,6 +313,8 @@ class ProcessTable:
     processes: int
     uninspectable: int
     by_inode: Mapping[Inode, str] = field(default_factory=dict)
+    # name -> the versions named with it on a command line; ``latest`` left out.
+    by_name: Mapping[str, NamedVersions] = field(default_factory=dict)
 
 
 def _is_warden(cmdline: tuple[str, ...]) -> bool:
@@ -347,6 +362,7 @@ def index_processes(
     by_version: dict[str, str] = {}
     by_token: dict[str, str] = {}
     by_inode: dict[Inode, str] = {}
+    by_name: dict[str, dict[str, str]] = {}
     resolved: dict[str, str] = {}
     store = identity(str(root))
     seen = uninspectable = 0
@@ -373,8 +389,15 @@ def index_processes(
         tags = dict.fromkeys(tag for argument in view.cmdline for tag in find_tags(argument))
         if tags and not _elsewhere(view, store, identity):
             for tag in tags:  # a tag names a version of the store BentoML uses there
-                by_token.setdefault(tag, f"{who} names {tag} on its command line")
-    return ProcessTable(by_version, by_token, seen, uninspectable, by_inode)
+                why = by_token.setdefault(tag, f"{who} names {tag} on its command line")
+                name, _, version = tag.partition(":")
+                if version != POINTER:  # a pointer, never read as the start of a version
+                    by_name.setdefault(name, {}).setdefault(version, why)
+    named = {
+        name: NamedVersions(versions, tuple(sorted({len(version) for version in versions})))
+        for name, versions in by_name.items()
+    }
+    return ProcessTable(by_version, by_token, seen, uninspectable, by_inode, named)
 
 
 def latest_version(record: VersionRecord) -> str | None:
@@ -413,11 +436,44 @@ def _held_as_latest(
     return f"{why}, and latest names it" if target == record.version else None
 
 
+def _held_by_prefix(
+    table: ProcessTable,
+    record: VersionRecord,
+    is_version: Callable[[Path], bool],
+    exact: dict[Path, bool],
+) -> str | None:
+    """Return why ``record`` is held as what a tag naming a prefix of its version loads, or None.
+
+    BentoML's ``Store.get`` loads ``name:version`` itself when that directory
+    exists and otherwise the version of the name that starts with it, any
+    length, failing when several do. Every version that could be is held,
+    ambiguous or not: one of them may have been the only one when the
+    process loaded it. ``exact`` caches ``is_version`` per directory for one
+    call of :func:`holders_in`.
+    """
+    named = table.by_name.get(record.name)
+    if named is None:
+        return None
+    for end in named.lengths:  # one lookup per length named, however many tags
+        if end >= len(record.version):
+            break
+        why = named.versions.get(record.version[:end])
+        if why is None:
+            continue
+        directory = record.path.parent / record.version[:end]
+        if directory not in exact:
+            exact[directory] = is_version(directory)
+        if not exact[directory]:
+            return f"{why}, a prefix of {record.version} (BentoML loads a version by its prefix)"
+    return None
+
+
 def holders_in(
     table: ProcessTable,
     records: Iterable[VersionRecord],
     inodes: Mapping[Path, set[Inode]] | None = None,
     latest: Callable[[VersionRecord], str | None] = latest_version,
+    is_version: Callable[[Path], bool] = os.path.isdir,
 ) -> InUseScan:
     """Return which of ``records`` the indexed process table holds.
 
@@ -428,15 +484,22 @@ def holders_in(
     ``name:latest`` (``bentoml serve iris:latest``) holds the version
     ``latest(record)`` says the pointer names now, or every version of the
     name while that is unknown (None); ``latest`` is injectable for tests.
+    A tag whose version is a prefix of a record's version, and not itself a
+    version of that kind and name (``is_version`` of its directory, asked of
+    the store, not of ``records``: the re-check before a removal passes one
+    record), holds the record as BentoML would load it.
     """
     holders: dict[Path, str] = {}
     named: dict[tuple[str, str], str | None] = {}
+    exact: dict[Path, bool] = {}
     for record in records:
         why = table.by_version.get(f"{record.kind}/{record.name}/{record.version}")
         if why is None:
             why = table.by_token.get(record.tag)
         if why is None:
             why = _held_as_latest(table, record, latest, named)
+        if why is None:
+            why = _held_by_prefix(table, record, is_version, exact)
         if why is None and inodes is not None and table.by_inode:
             why = next(
                 (

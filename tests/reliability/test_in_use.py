@@ -428,3 +428,61 @@ def test_what_latest_names_is_read_from_the_pointer_or_unknown(
         latest.mkdir()
 
     assert latest_version(record) == named
+
+
+# argv: a tag. Loads it with the real BentoML (BENTOML_HOME: the store), says which
+# version it got, and keeps it in memory only: no file of it open, no path of it named.
+LOAD_BY_TAG = """
+import sys
+import bentoml
+model = bentoml.models.get(sys.argv[1])
+print("holding", model.tag.version, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_tag_naming_a_prefix_of_a_version_holds_the_version_bentoml_loaded(
+    tmp_path: Path, holders: list[subprocess.Popen[str]]
+) -> None:
+    # `bentoml.models.get("numbat:csmzuc")` loads numbat:csmzuchl4sb7qax4: BentoML
+    # resolves a version by its prefix when no version is exactly that.
+    store = tmp_path / "bentoml"
+    versions = ["csmzuchl4sb7qax4", "dqywm3xl4sb7qax4", "f2k7vthl4sb7qax4"]
+    for index, version in enumerate(versions):
+        make_version(store, NAME, version, created=NOW - (10 - index) * DAY)
+    point_latest(store, NAME, versions[-1])
+    held = store / "models" / NAME / versions[0]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "store": str(store),
+                "protect": {"min_age": "0s", "settle": "0s"},
+                "retention": {"max_versions": 1},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOAD_BY_TAG, f"{NAME}:{versions[0][:6]}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "BENTOML_HOME": str(store), "BENTOML_DO_NOT_TRACK": "True"},
+    )
+    holders.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline() == f"holding {versions[0]}\n"
+
+    while_held = run_cli("prune", "--config", str(config))
+
+    assert while_held.code == 0, while_held.text
+    assert [e["version"] for e in while_held.named("version_removed")] == [versions[1]]
+    assert (held / "weights.bin").read_bytes() == b"w" * 4096
+
+    process.communicate("", timeout=30)
+    after_exit = run_cli("prune", "--config", str(config))
+
+    assert after_exit.code == 0, after_exit.text
+    assert [e["version"] for e in after_exit.named("version_removed")] == [versions[0]]
+    assert sorted(os.listdir(store / "models" / NAME)) == sorted(["latest", versions[-1]])

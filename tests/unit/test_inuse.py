@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from storewarden.inuse import Inode, ProcessView, holders_in, index_processes
-from storewarden.store import VersionRecord
+from storewarden.store import Kind, VersionRecord
 
 STORE = Path("/srv/bentoml")
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -208,3 +208,96 @@ def test_name_latest_holds_every_version_of_the_name_while_what_it_names_is_unkn
 
 def test_another_names_latest_holds_nothing_here() -> None:
     assert held_by_latest(("bentoml", "serve", "resnet:latest"), None) == []
+
+
+def record_of(version: str, *, name: str = "iris", kind: Kind = "models") -> VersionRecord:
+    return VersionRecord(
+        kind=kind,
+        name=name,
+        version=version,
+        path=STORE / kind / name / version,
+        creation_time=WHEN,
+        creation_time_estimated=False,
+        labels={},
+        bytes=1,
+        last_change=WHEN,
+        complete=True,
+    )
+
+
+def held_of(cmdline: tuple[str, ...], records: list[VersionRecord]) -> list[str]:
+    """Return ``kind/name:version`` of the records the command line holds (the store is records)."""
+    view = ProcessView(pid=7, name="x", cmdline=cmdline, cwd="/work", paths=())
+    table = index_processes(STORE, [view], identity=IDENTITIES.get)
+    versions = {record.path for record in records}
+    scan = holders_in(table, records, is_version=versions.__contains__)
+    return sorted(
+        f"{record.kind}/{record.tag}" for record in records if record.path in scan.holders
+    )
+
+
+PREFIXED = [
+    record_of("csmzuchl4sb7qax4"),
+    record_of("dqywm3xl4sb7qax4"),
+    record_of("csmzuchl4sb7qax4", name="mnist"),
+]
+
+
+@pytest.mark.parametrize(
+    "argument", ["iris:csmzuc", "IRIS:CSMZUC", "iris:c", "model(iris:csmzuchl)"]
+)
+def test_a_tag_whose_version_is_a_prefix_holds_the_version_bentoml_resolves_it_to(
+    argument: str,
+) -> None:
+    # bentoml.models.get("iris:csmzuc") loads iris:csmzuchl4sb7qax4 (Store.get globs version*).
+    assert held_of(("python", "serve.py", argument), PREFIXED) == ["models/iris:csmzuchl4sb7qax4"]
+
+
+def test_a_prefix_that_no_version_of_the_name_starts_with_holds_nothing() -> None:
+    assert held_of(("python", "serve.py", "iris:csmzx"), PREFIXED) == []
+    assert held_of(("python", "serve.py", "resnet:csmzuc"), PREFIXED) == []
+
+
+def test_an_ambiguous_prefix_holds_every_version_it_could_name() -> None:
+    # BentoML refuses an ambiguous prefix, but the store may change under it: keep them all.
+    records = [*PREFIXED, record_of("csmzxxhl4sb7qax4")]
+    assert held_of(("bentoml", "serve", "iris:csmz"), records) == [
+        "models/iris:csmzuchl4sb7qax4",
+        "models/iris:csmzxxhl4sb7qax4",
+    ]
+
+
+def test_an_exact_version_holds_only_itself_not_the_versions_it_prefixes() -> None:
+    # BentoML loads iris:v1 itself when it exists, never iris:v10.
+    records = [record_of("v1"), record_of("v10"), record_of("v1.2")]
+    assert held_of(("bentoml", "serve", "iris:v1"), records) == ["models/iris:v1"]
+
+
+def test_a_prefix_is_exact_or_not_per_kind() -> None:
+    # models/iris/v1 exists, bentos/iris/v1 does not: for bentos it resolves by prefix.
+    records = [record_of("v1"), record_of("v10"), record_of("v10", kind="bentos")]
+    assert held_of(("bentoml", "serve", "iris:v1"), records) == [
+        "bentos/iris:v10",
+        "models/iris:v1",
+    ]
+
+
+def test_an_exact_version_not_among_the_records_asked_about_still_counts_as_exact() -> None:
+    # The re-check before a removal asks about one version; the store decides what is exact.
+    view = ProcessView(pid=7, name="x", cmdline=("bentoml", "serve", "iris:v1"), cwd=None, paths=())
+    table = index_processes(STORE, [view], identity=IDENTITIES.get)
+    ten = record_of("v10")
+    on_disk = {record_of("v1").path, ten.path}
+    assert not holders_in(table, [ten], is_version=on_disk.__contains__).holders
+    assert holders_in(table, [ten], is_version={ten.path}.__contains__).holders
+
+
+def test_latest_is_a_pointer_not_a_prefix() -> None:
+    # BentoML reads iris:latest from the pointer, never as the start of a version.
+    view = ProcessView(
+        pid=7, name="x", cmdline=("bentoml", "serve", "iris:latest"), cwd=None, paths=()
+    )
+    table = index_processes(STORE, [view], identity=IDENTITIES.get)
+    records = [record_of("v1"), record_of("latest2")]
+    scan = holders_in(table, records, latest=lambda _record: "v1", is_version=lambda _path: True)
+    assert [path.name for path in scan.holders] == ["v1"]
