@@ -247,7 +247,7 @@ class Stamp:
         """Return the stamp of a version directory (``info``) with its descriptor's."""
         try:
             # Followed, as the census follows a symlinked bento.yaml; a stat opens nothing.
-            found = os.stat(path / DESCRIPTORS[kind])
+            found = os.stat(os.path.join(path, DESCRIPTORS[kind]))
         except (OSError, ValueError):
             return cls.of(info)
         return cls(
