@@ -611,8 +611,18 @@ def test_recovery_after_a_crash_at_any_step_leaves_a_valid_store(
 # -- pointer repair ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form", ["file", "symlink"])
-@pytest.mark.parametrize("text", ["gone-version", "../../etc", "/etc/passwd"])
+@pytest.mark.parametrize(
+    ("form", "text"),
+    [
+        ("file", "gone-version"),
+        ("file", "../../etc"),
+        ("file", "/etc/passwd"),
+        ("symlink", "gone-version"),
+        ("symlink", "../../etc"),
+        # A symlink to a file outside the name directory is unknown, not invalid:
+        # BentoML reads latest through it (see the next test).
+    ],
+)
 def test_a_dangling_or_invalid_pointer_is_repaired_to_the_newest_complete_version(
     store: Path, audit: Audit, form: str, text: str
 ) -> None:
@@ -630,6 +640,26 @@ def test_a_dangling_or_invalid_pointer_is_repaired_to_the_newest_complete_versio
     (repaired,) = audit.named("pointer_repaired")
     assert (repaired["name"], repaired["new"]) == ("iris", "b-newest")
     assert repaired["problem"]
+
+
+def test_a_latest_linked_to_a_file_outside_its_name_directory_is_left_alone_and_protects_all(
+    store: Path, audit: Audit
+) -> None:
+    # BentoML would read /etc/passwd as the version; the census reads nothing outside the
+    # name directory, so what latest names is unknown: nothing of the name goes.
+    make_version(store, "iris", "b-newest", created=NOW - 2 * DAY)
+    make_version(store, "iris", "a-older", created=NOW - 9 * DAY)
+    set_latest(store, "iris", "/etc/passwd", "symlink")
+    config = config_for(store, trigger={"max_store_size": 1}, protect={"keep_last": 0})
+
+    result = Engine(config).cycle(recover=True)
+
+    assert audit.named("pointer_repaired") == []
+    assert os.readlink(store / "models" / "iris" / "latest") == "/etc/passwd"
+    assert result.removed == ()
+    kept = {kept.version.version: kept.reasons for kept in result.plan.kept}
+    assert all("latest_unreadable" in reasons for reasons in kept.values())
+    assert set(kept) == {"a-older", "b-newest"}
 
 
 def test_a_pointer_left_without_any_version_is_removed_with_its_name_directory(
