@@ -868,7 +868,11 @@ def _matches_nothing(engine: Engine, pin: Pin) -> bool:
     metavar="DURATION",
     help="Stop protecting after this long (7d, 12h); default: until unpinned.",
 )
-@click.option("--reason", default="", help="Why, for whoever reads `storewarden pins` later.")
+@click.option(
+    "--reason",
+    default="",
+    help="Why, for whoever reads `storewarden pins` later (at most 1000 characters).",
+)
 @handle_errors
 def pin(
     config_path: Path | None,
@@ -889,12 +893,13 @@ def pin(
     """
     from storewarden import logs
     from storewarden.config import parse_duration
-    from storewarden.pins import Pin, check_tag, current_user
+    from storewarden.pins import Pin, check_reason, check_tag, current_user
 
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     try:
         check_tag(tag)
+        check_reason(reason)
         duration = parse_duration(until_text) if until_text is not None else None
     except ValueError as error:
         fail(str(error), EXIT_CONFIG)
@@ -951,6 +956,9 @@ def unpin(
     for old in gone:
         logs.get_logger().info("pin_removed", tag=old.tag, kind=old.kind, who=who)
         click.echo(f"unpinned {old.glob()}" + (" (expired)" if old.expired(now) else ""))
+    problem = board.size_problem()
+    if problem is not None:
+        click.echo(f"note: {problem}", err=True)
 
 
 @main.command("pins")
