@@ -46,6 +46,7 @@ import yaml
 
 from storewarden import durable
 from storewarden.logs import get_logger
+from storewarden.paths import Danger, forbidden_place
 from storewarden.references import bento_references
 from storewarden.store import (
     DESCRIPTORS,
@@ -142,26 +143,23 @@ def check_archive_dir(directory: Path, store: Path, state_dir: Path | None = Non
     lie in the trash or tmp there: the warden empties those, and the
     archives are the only copy of what it removed.
     """
-    real = Path(os.path.realpath(directory))
-    root = Path(os.path.realpath(store))
-    if state_dir is not None:
-        state = Path(os.path.realpath(state_dir))
-        where = "the state directory" if real == state else None
-        for wiped in (state / "trash", state / "tmp"):
-            if real == wiped or wiped in real.parents:
-                where = f"inside {wiped}"
-        if where is not None:
-            raise UnsafeArchiveDirError(
-                f"archive.dir {directory} is {where}; the warden empties its trash and tmp"
-                " there. Put the archives elsewhere"
-            )
-    for kind in ("models", "bentos"):
-        kind_dir = root / kind
-        if real == kind_dir or kind_dir in real.parents:
-            raise UnsafeArchiveDirError(
-                f"archive.dir {directory} is inside {kind_dir}; BentoML would break. "
-                "Put the archives outside models/ and bentos/"
-            )
+    forbidden = forbidden_place(directory, store, state_dir)
+    if forbidden is None:
+        return
+    if forbidden.danger is Danger.KIND_DIRECTORY:
+        raise UnsafeArchiveDirError(
+            f"archive.dir {directory} is inside {forbidden.directory}; BentoML would break. "
+            "Put the archives outside models/ and bentos/"
+        )
+    where = (
+        "the state directory"
+        if forbidden.danger is Danger.STATE_DIRECTORY
+        else f"inside {forbidden.directory}"
+    )
+    raise UnsafeArchiveDirError(
+        f"archive.dir {directory} is {where}; the warden empties its trash and tmp"
+        " there. Put the archives elsewhere"
+    )
 
 
 def ensure_archive_dir(directory: Path, *, create: bool = True) -> None:
