@@ -6,16 +6,18 @@ to ``archive.dir`` as a tar of the version directory's contents -- the format
 ``bentoml models export`` writes and ``bentoml models import`` (``bentoml
 import`` for bentos) reads, chosen by the file name's extension:
 
-- ``xz``: ``<name>-<version>.bentomodel`` (``.bento``), byte for byte the
+- ``xz``: ``<name>+<version>.bentomodel`` (``.bento``), byte for byte the
   container BentoML's own export makes (tar, xz-compressed);
-- ``gz``: ``<name>-<version>.bentomodel.gz``, gzip-compressed;
-- ``tar``: ``<name>-<version>.bentomodel.tar``, uncompressed (the default:
+- ``gz``: ``<name>+<version>.bentomodel.gz``, gzip-compressed;
+- ``tar``: ``<name>+<version>.bentomodel.tar``, uncompressed (the default:
   model weights hardly compress, and it is written as fast as the disk goes).
 
 An archive is written to a hidden temporary file in ``archive.dir``, fsynced
 and renamed into place before the removal starts; if any of that fails the
 version is not removed. ``archive.max_size`` bounds the directory: the
-oldest archives (by modification time) go first to make room.
+oldest archives (by modification time) go first to make room. Only archives
+named as this module names them count or go (:func:`is_own_archive`); any
+other file in the directory is the operator's.
 
 :func:`restore` puts an archived version back: it extracts into
 ``<state>/tmp`` (the store's filesystem), fsyncs, and renames the directory
@@ -44,6 +46,7 @@ import yaml
 
 from storewarden import durable
 from storewarden.logs import get_logger
+from storewarden.paths import Danger, forbidden_place
 from storewarden.references import bento_references
 from storewarden.store import (
     DESCRIPTORS,
@@ -52,7 +55,7 @@ from storewarden.store import (
     VersionRecord,
     parse_creation_time,
 )
-from storewarden.tags import new_tag_problem
+from storewarden.tags import is_valid_tag_part, new_tag_problem
 
 try:  # the C loader, as the census uses
     from yaml import CSafeLoader as SafeLoader
@@ -61,16 +64,21 @@ except ImportError:  # pragma: no cover - every wheel on PyPI ships libyaml
 
 Format = Literal["tar", "gz", "xz"]
 EXTENSIONS: dict[str, str] = {"models": "bentomodel", "bentos": "bento"}
-# Which archives the budget counts and may remove: only names this module writes.
+# The names this module writes, the only archives the budget counts and may remove.
 # ``name+version``: "+" never occurs in a tag, so the name says where the name ends
 # ("resnet-50:v1" and "resnet:50-v1" would both be "resnet-50-v1" with a "-"). A
-# second archive of the same version gets "~2", "~3"... (older releases wrote "-").
-ARCHIVE_NAME = re.compile(
-    r"^[a-z0-9][-._a-z0-9]*(\+[a-z0-9][-._a-z0-9]*(~[0-9]+)?)?\.(bentomodel|bento)(\.tar|\.gz)?$"
+# second archive of the same version gets "~2", "~3"... Both parts are checked as
+# tags besides (is_own_archive): `bentoml models export` writes "name-version" and
+# older releases of the warden did too; such files are neither counted nor removed.
+_OWN_ARCHIVE = re.compile(
+    r"(?P<name>[^+~]+)\+(?P<version>[^+~]+)(?:~(?P<copy>[1-9][0-9]*))?"
+    r"\.(?:bentomodel|bento)(?:\.tar|\.gz)?"
 )
 # How many archives of one version may coexist before writing one more is refused.
 MAX_SAME_VERSION = 1000
 PARTIAL_MARK = ".partial-"
+# A temporary archive: "." + the archive's name + PARTIAL_MARK + 12 hex digits.
+_PARTIAL = re.compile(rf"\.(?P<final>.+){re.escape(PARTIAL_MARK)}[0-9a-f]{{12}}")
 # A temporary archive untouched this long was left by a crash, not a writer at work.
 PARTIAL_STALE_SECONDS = 3600.0
 _CHUNK = 1 << 20
@@ -101,6 +109,31 @@ def archive_file_name(
     return base if archive_format == "xz" else f"{base}.{archive_format}"
 
 
+def is_own_archive(file_name: str) -> bool:
+    """Return whether ``file_name`` is one :func:`archive_file_name` gives.
+
+    ``name+version`` (``~N`` from 2 for a further copy) with each part a
+    valid BentoML tag part, then the extension of a kind and a format. Any
+    other file in the archive directory is the operator's: the budget
+    neither counts nor removes it.
+    """
+    match = _OWN_ARCHIVE.fullmatch(file_name)
+    if match is None:
+        return False
+    copy = match.group("copy")
+    return (
+        is_valid_tag_part(match.group("name"))
+        and is_valid_tag_part(match.group("version"))
+        and (copy is None or 2 <= int(copy) <= MAX_SAME_VERSION)
+    )
+
+
+def is_own_partial(file_name: str) -> bool:
+    """Return whether ``file_name`` is a temporary archive :class:`Archiver` writes."""
+    match = _PARTIAL.fullmatch(file_name)
+    return match is not None and is_own_archive(match.group("final"))
+
+
 def check_archive_dir(directory: Path, store: Path, state_dir: Path | None = None) -> None:
     """Raise UnsafeArchiveDirError if ``directory`` (links resolved) is in models/ or bentos/.
 
@@ -110,26 +143,23 @@ def check_archive_dir(directory: Path, store: Path, state_dir: Path | None = Non
     lie in the trash or tmp there: the warden empties those, and the
     archives are the only copy of what it removed.
     """
-    real = Path(os.path.realpath(directory))
-    root = Path(os.path.realpath(store))
-    if state_dir is not None:
-        state = Path(os.path.realpath(state_dir))
-        where = "the state directory" if real == state else None
-        for wiped in (state / "trash", state / "tmp"):
-            if real == wiped or wiped in real.parents:
-                where = f"inside {wiped}"
-        if where is not None:
-            raise UnsafeArchiveDirError(
-                f"archive.dir {directory} is {where}; the warden empties its trash and tmp"
-                " there. Put the archives elsewhere"
-            )
-    for kind in ("models", "bentos"):
-        kind_dir = root / kind
-        if real == kind_dir or kind_dir in real.parents:
-            raise UnsafeArchiveDirError(
-                f"archive.dir {directory} is inside {kind_dir}; BentoML would break. "
-                "Put the archives outside models/ and bentos/"
-            )
+    forbidden = forbidden_place(directory, store, state_dir)
+    if forbidden is None:
+        return
+    if forbidden.danger is Danger.KIND_DIRECTORY:
+        raise UnsafeArchiveDirError(
+            f"archive.dir {directory} is inside {forbidden.directory}; BentoML would break. "
+            "Put the archives outside models/ and bentos/"
+        )
+    where = (
+        "the state directory"
+        if forbidden.danger is Danger.STATE_DIRECTORY
+        else f"inside {forbidden.directory}"
+    )
+    raise UnsafeArchiveDirError(
+        f"archive.dir {directory} is {where}; the warden empties its trash and tmp"
+        " there. Put the archives elsewhere"
+    )
 
 
 def ensure_archive_dir(directory: Path, *, create: bool = True) -> None:
@@ -200,7 +230,7 @@ class Archiver:
         found = []
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                if not ARCHIVE_NAME.match(entry.name):
+                if not is_own_archive(entry.name):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     info = entry.stat(follow_symlinks=False)
@@ -305,8 +335,7 @@ class Archiver:
             stale = [
                 entry
                 for entry in entries
-                if entry.name.startswith(".")
-                and PARTIAL_MARK in entry.name
+                if is_own_partial(entry.name)
                 and entry.is_file(follow_symlinks=False)
                 and entry.stat(follow_symlinks=False).st_mtime < cutoff
             ]

@@ -142,8 +142,11 @@ def load(config_path: Path | None, store: Path | None) -> Config:
         sys.exit(EXIT_CONFIG)
 
 
-def setup_logging(config: Config, *, to_stderr: bool, stream: TextIO | None = None) -> None:
-    """Configure the audit log: stdout for commands whose output is the trail, else stderr."""
+def configure_logging(config: Config, *, to_stderr: bool, stream: TextIO | None = None) -> None:
+    """Configure the audit log: stdout for commands whose output is the trail, else stderr.
+
+    Raise LogFileError (the logging as it was) if log.file cannot be used.
+    """
     from storewarden import logs
 
     logs.configure(
@@ -151,8 +154,19 @@ def setup_logging(config: Config, *, to_stderr: bool, stream: TextIO | None = No
         level=config.log.level,
         log_format=config.log.format,
         file=config.log.file,
+        state_dir=config.state_dir,
         stream=stream or (sys.stderr if to_stderr else sys.stdout),
     )
+
+
+def setup_logging(config: Config, *, to_stderr: bool, stream: TextIO | None = None) -> None:
+    """Configure the audit log as :func:`configure_logging`; exit 2 if log.file cannot be used."""
+    from storewarden.logs import LogFileError
+
+    try:
+        configure_logging(config, to_stderr=to_stderr, stream=stream)
+    except LogFileError as error:
+        fail(str(error), EXIT_CONFIG)
 
 
 def _exit_code(error: Exception) -> int | None:
@@ -170,6 +184,7 @@ def _exit_code(error: Exception) -> int | None:
         UnknownTagError,
     )
     from storewarden.layout import LayoutError
+    from storewarden.logs import LogFileError
     from storewarden.pins import PinsError
     from storewarden.prune import StoreBusyError, UnsafeStateDirError
 
@@ -184,6 +199,7 @@ def _exit_code(error: Exception) -> int | None:
                 AmbiguousTagError,
                 PreflightError,
                 LayoutError,
+                LogFileError,
             ),
             EXIT_CONFIG,
         ),
@@ -253,6 +269,7 @@ def check(config_path: Path | None, store: Path | None) -> None:
     from storewarden.archive import UnsafeArchiveDirError
     from storewarden.engine import Engine, PreflightError
     from storewarden.layout import LayoutError
+    from storewarden.logs import LogFileError
     from storewarden.prune import UnsafeStateDirError
 
     config = load(config_path, store)
@@ -260,7 +277,13 @@ def check(config_path: Path | None, store: Path | None) -> None:
     try:
         engine = Engine(config, read_only=True)
         warnings = engine.preflight(create=False, warn=True)
-    except (UnsafeStateDirError, UnsafeArchiveDirError, PreflightError, LayoutError) as error:
+    except (
+        UnsafeStateDirError,
+        UnsafeArchiveDirError,
+        PreflightError,
+        LayoutError,
+        LogFileError,
+    ) as error:
         fail(str(error), EXIT_CONFIG)
     click.echo(f"config ok ({config_path or 'embedded defaults'})")
     for warning in warnings:
@@ -809,7 +832,8 @@ def run(config_path: Path | None, store: Path | None) -> None:
             config,
             config_path=config_path,
             store_override=store,
-            on_reload=lambda new: setup_logging(new, to_stderr=False),
+            # Raises LogFileError: the daemon rejects that reload, its log as it was.
+            on_reload=lambda new: configure_logging(new, to_stderr=False),
         )
     )
 
@@ -868,7 +892,11 @@ def _matches_nothing(engine: Engine, pin: Pin) -> bool:
     metavar="DURATION",
     help="Stop protecting after this long (7d, 12h); default: until unpinned.",
 )
-@click.option("--reason", default="", help="Why, for whoever reads `storewarden pins` later.")
+@click.option(
+    "--reason",
+    default="",
+    help="Why, for whoever reads `storewarden pins` later (at most 1000 characters).",
+)
 @handle_errors
 def pin(
     config_path: Path | None,
@@ -889,12 +917,13 @@ def pin(
     """
     from storewarden import logs
     from storewarden.config import parse_duration
-    from storewarden.pins import Pin, check_tag, current_user
+    from storewarden.pins import Pin, check_reason, check_tag, current_user
 
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     try:
         check_tag(tag)
+        check_reason(reason)
         duration = parse_duration(until_text) if until_text is not None else None
     except ValueError as error:
         fail(str(error), EXIT_CONFIG)
@@ -951,6 +980,9 @@ def unpin(
     for old in gone:
         logs.get_logger().info("pin_removed", tag=old.tag, kind=old.kind, who=who)
         click.echo(f"unpinned {old.glob()}" + (" (expired)" if old.expired(now) else ""))
+    problem = board.size_problem()
+    if problem is not None:
+        click.echo(f"note: {problem}", err=True)
 
 
 @main.command("pins")

@@ -34,7 +34,7 @@ from storewarden.config import Config, ConfigError, human_bytes, load_config
 from storewarden.engine import CycleResult, Engine, PreflightError
 from storewarden.index import Change, Index
 from storewarden.layout import LayoutError
-from storewarden.logs import get_logger
+from storewarden.logs import LogFileError, get_logger
 from storewarden.metrics import Metrics
 from storewarden.notify import SystemdNotifier
 from storewarden.prune import StoreBusyError, UnsafeStateDirError
@@ -323,6 +323,9 @@ class Daemon:
         try:
             config = load_config(self.config_path, store=self.store_override)
             self.engine_factory(config).preflight()
+            # The log file is opened again here (logrotate's SIGHUP); if it cannot be,
+            # the logging stays as it was.
+            self.on_reload(config)
         except ConfigError as error:
             self._reject(error.problems)
             return False
@@ -331,12 +334,12 @@ class Daemon:
             UnsafeArchiveDirError,
             PreflightError,
             LayoutError,
+            LogFileError,
             OSError,
         ) as error:
             self._reject([str(error)])
             return False
         self.config = config
-        self.on_reload(config)
         self.log.info("config_reloaded", config=str(self.config_path))
         return True
 

@@ -26,7 +26,8 @@ from storewarden.config import Config
 from storewarden.execute import QUARANTINE_FILE, Attempt, Executor, Quarantine, Run, Step
 from storewarden.history import History, HistoryError
 from storewarden.layout import spans
-from storewarden.logs import get_logger
+from storewarden.logs import check_log_file, get_logger
+from storewarden.paths import state_directory
 from storewarden.pins import PinReader, pin_reader
 from storewarden.policy import Mode, Plan, Removal
 from storewarden.prune import (
@@ -225,10 +226,7 @@ class Engine:
         # A store root that is a symlink (~/bentoml -> /data/bentoml) is resolved
         # once; everything the warden touches must then lie under the real root.
         self.root = Path(os.path.realpath(self.config.store))
-        state = self.config.state_dir
-        self.state_dir = (
-            Path(os.path.realpath(state)) if state is not None else self.root / ".storewarden"
-        )
+        self.state_dir = state_directory(self.root, self.config.state_dir)
         self.pruner = Pruner(
             self.root,
             self.state_dir,
@@ -264,8 +262,8 @@ class Engine:
 
         ``storewarden check`` calls it with ``create`` false (nothing is
         written), the daemon at start and before it takes a reloaded config,
-        with ``create`` true. Raise UnsafeStateDirError, UnsafeArchiveDirError
-        or PreflightError with one clear line. A store that does not exist
+        with ``create`` true. Raise UnsafeStateDirError, UnsafeArchiveDirError,
+        LogFileError or PreflightError with one clear line. A store that does not exist
         yet is no error (the daemon waits for it); its checks are then made
         once it appears. With ``warn``, also census the store and return a
         warning for each pin, label pair or rule that matches nothing.
@@ -273,6 +271,7 @@ class Engine:
         if self.archiver is not None:
             ensure_archive_dir(self.archiver.directory, create=create)
         if self.config.log.file is not None:
+            check_log_file(self.config.log.file, store=self.root, state_dir=self.state_dir)
             _check_writable("log.file", self.config.log.file, parents=True)
         warnings = []
         if self.config.metrics.textfile is not None:

@@ -4,17 +4,28 @@ Every line carries ``event``, ``timestamp`` (ISO 8601 UTC), ``level`` and
 ``store``. :data:`EVENTS` is the schema (each event's required fields); it is
 documented in docs/audit-log.md and, with ``strict=True`` (the tests), every
 emitted event is held to it.
+
+``log.file`` is appended to only where that is safe (:func:`check_log_file`):
+never through a symlink at its path (the warden often runs as root: it
+would append to whatever the link names), only to a regular file, and
+never inside the store's ``models/`` or ``bentos/`` or the state
+directory's ``trash/`` or ``tmp/``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import stat
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any, TextIO
+
+from storewarden.paths import Danger, forbidden_place, state_directory
 
 if "rich" in sys.modules:
     import structlog
@@ -150,6 +161,83 @@ class LineWriter:
 
 
 _state: dict[str, Any] = {"file": None}
+# A new log file: the warden's user writes, its group (a log shipper) reads; umask narrows.
+LOG_FILE_MODE = 0o640
+
+
+class LogFileError(Exception):
+    """``log.file`` cannot be used: where the warden must not write, a symlink, not a file."""
+
+
+def check_log_file(path: Path, *, store: Path, state_dir: Path | None = None) -> None:
+    """Raise LogFileError unless ``path`` may be the audit log; create nothing.
+
+    It may not lie (links resolved) in the store's ``models/`` or
+    ``bentos/`` (BentoML rejects the whole store for an entry there that is
+    not a tag), nor in the trash or tmp of the state directory (``state_dir``
+    as configured, default ``<store>/.storewarden``), which the warden
+    empties. If it exists it must be a regular file, not a symlink.
+    """
+    forbidden = forbidden_place(path, store, state_directory(store, state_dir))
+    if forbidden is not None:
+        if forbidden.danger is Danger.KIND_DIRECTORY:
+            raise LogFileError(
+                f"log.file {path} is inside {forbidden.directory}; BentoML would break (it"
+                " rejects a store with anything there that is not a tag). Put the log"
+                " outside models/ and bentos/"
+            )
+        where = (
+            "the state directory"
+            if forbidden.danger is Danger.STATE_DIRECTORY
+            else f"inside {forbidden.directory}"
+        )
+        raise LogFileError(
+            f"log.file {path} is {where}; the warden empties its trash and tmp there."
+            " Put the log elsewhere"
+        )
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise LogFileError(f"log.file {path}: {error.strerror or error}") from None
+    _check_log_mode(path, info.st_mode)
+
+
+def _check_log_mode(path: Path, mode: int) -> None:
+    if stat.S_ISLNK(mode):
+        raise LogFileError(
+            f"log.file {path} is a symlink; the warden never appends through one (it would"
+            " write wherever the link points). Name the file itself"
+        )
+    if not stat.S_ISREG(mode):
+        raise LogFileError(f"log.file {path} is not a regular file")
+
+
+def open_log_file(path: Path) -> IO[str]:
+    """Open ``path`` to append to, creating it (mode 0640) and its missing parents.
+
+    The last component is never followed (``O_NOFOLLOW``) and must turn out
+    a regular file (a FIFO is not waited on). Raise LogFileError with one
+    clear line if it cannot be opened so.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(
+            path,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            LOG_FILE_MODE,
+        )
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            _check_log_mode(path, stat.S_IFLNK)
+        raise LogFileError(f"log.file {path}: cannot open it: {error.strerror or error}") from None
+    try:
+        _check_log_mode(path, os.fstat(descriptor).st_mode)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "a", encoding="utf-8")
 
 
 def _json_default(value: object) -> str:
@@ -162,14 +250,18 @@ def configure(
     level: str = "info",
     log_format: str = "json",
     file: Path | None = None,
+    state_dir: Path | None = None,
     stream: TextIO | None = None,
     strict: bool = False,
 ) -> None:
     """Configure structlog for the process; call again to reconfigure (SIGHUP).
 
     Lines go to ``stream`` (stdout by default) and, when ``file`` is set,
-    are appended to that file too. ``strict`` holds every event to the
-    schema and raises SchemaError on a violation (for tests).
+    are appended to that file too (``state_dir``: the configured one, for
+    :func:`check_log_file`). ``strict`` holds every event to the schema and
+    raises SchemaError on a violation (for tests). Raise LogFileError, with
+    the configuration as it was (the previous file still open), if ``file``
+    cannot be used; nothing is created then.
     """
     store_text = str(store)
 
@@ -199,15 +291,16 @@ def configure(
         processors.append(
             structlog.processors.JSONRenderer(serializer=json.dumps, default=_json_default)
         )
+    handle: IO[str] | None = None
+    if file is not None:
+        check_log_file(file, store=Path(store), state_dir=state_dir)
+        handle = open_log_file(file)
     previous = _state["file"]
     if previous is not None:
         previous.close()
-        _state["file"] = None
+    _state["file"] = handle
     streams: list[IO[str]] = [stream if stream is not None else sys.stdout]
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        handle = file.open("a", encoding="utf-8")
-        _state["file"] = handle
+    if handle is not None:
         streams.append(handle)
     writer = LineWriter(streams)
     structlog.configure(

@@ -11,6 +11,11 @@ seen whole or not at all.
 A file that cannot be read or parsed raises :class:`PinsError`. The pin
 commands report it and exit 1; a prune must not go on without knowing its
 pins, so :func:`pin_reader` fails safe and reports every version pinned.
+The pin commands therefore never write a file the warden would refuse to
+read: a reason is at most :data:`MAX_REASON_LENGTH` characters, and a pin
+that would take the file past :data:`MAX_PINS_BYTES` is refused. A file
+over that limit (written by hand, or by a release before these bounds) can
+still be shrunk by ``unpin``, which reads up to :data:`MAX_REPAIR_BYTES`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ LOCK_FILE = "pins.lock"
 FORMAT_VERSION = 1
 # Pins are a handful of lines; a file far larger is not one the warden wrote.
 MAX_PINS_BYTES = 4 * 1024 * 1024
+# What ``unpin`` still reads, so a file over MAX_PINS_BYTES can be shrunk below it.
+MAX_REPAIR_BYTES = 64 * 1024 * 1024
+# A pin's reason is a line for whoever reads `storewarden pins`, not a document.
+MAX_REASON_LENGTH = 1000
+# Who pinned: a login name, or "caller (sudo as user)"; SUDO_USER may say anything.
+MAX_WHO_LENGTH = 200
 # Every version matches this glob: what a prune assumes while the pins are unknown.
 EVERYTHING = "*:*"
 
@@ -61,14 +72,29 @@ def check_tag(tag: str) -> str:
     return check_pin_glob(tag)
 
 
+def check_reason(reason: str) -> str:
+    """Return ``reason`` if it is at most :data:`MAX_REASON_LENGTH` characters; raise ValueError."""
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ValueError(
+            f"--reason is {len(reason)} characters; at most {MAX_REASON_LENGTH} characters"
+            " (a line for whoever reads `storewarden pins`)"
+        )
+    return reason
+
+
 def current_user() -> str:
-    """Return who runs this command: the login name, and the sudo caller when there is one."""
+    """Return who runs this command: the login name, and the sudo caller when there is one.
+
+    At most :data:`MAX_WHO_LENGTH` characters: the names come from the
+    environment (``USER``, ``SUDO_USER``), which may hold anything.
+    """
     try:
         user = getpass.getuser()
     except OSError:  # no USER/LOGNAME and no passwd entry (a container's arbitrary uid)
         user = str(os.getuid())
     caller = os.environ.get("SUDO_USER")
-    return f"{caller} (sudo as {user})" if caller and caller != user else user
+    who = f"{caller} (sudo as {user})" if caller and caller != user else user
+    return who if len(who) <= MAX_WHO_LENGTH else who[: MAX_WHO_LENGTH - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -151,26 +177,36 @@ class PinBoard:
         self.path = state_dir / PINS_FILE
         self.lock_path = state_dir / LOCK_FILE
 
-    def load(self) -> tuple[Pin, ...]:
+    def load(self, limit: int = MAX_PINS_BYTES) -> tuple[Pin, ...]:
         """Return every pin, expired ones included; none when there is no file.
 
-        Raise PinsError if the file cannot be read or is not a pins file.
+        Raise PinsError if the file cannot be read, is larger than ``limit``
+        bytes or is not a pins file; the message says how to get out of it.
         """
         try:
             with self.path.open("rb") as handle:
-                raw = handle.read(MAX_PINS_BYTES + 1)
+                raw = handle.read(limit + 1)
         except FileNotFoundError:
             return ()
         except OSError as error:
             raise PinsError(f"cannot read {self.path}: {error.strerror or error}") from None
-        if len(raw) > MAX_PINS_BYTES:
-            raise PinsError(f"{self.path} is larger than {MAX_PINS_BYTES} bytes")
+        start_over = f"`rm {self.path}` drops every pin"
+        if len(raw) > limit:
+            remedy = (
+                f"`storewarden unpin TAG` or `unpin --expired` still removes pins from it"
+                f" (up to {MAX_REPAIR_BYTES} bytes), or {start_over}"
+                if limit < MAX_REPAIR_BYTES
+                else start_over
+            )
+            raise PinsError(f"{self.path} is larger than {limit} bytes; {remedy}")
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise PinsError(f"{self.path} is corrupt: not JSON ({error})") from None
+            raise PinsError(f"{self.path} is corrupt: not JSON ({error}); {start_over}") from None
         if not isinstance(data, dict) or not isinstance(data.get("pins"), list):
-            raise PinsError(f"{self.path} is corrupt: expected an object with a 'pins' list")
+            raise PinsError(
+                f"{self.path} is corrupt: expected an object with a 'pins' list; {start_over}"
+            )
         if data.get("version") != FORMAT_VERSION:
             raise PinsError(
                 f"{self.path} has format version {data.get('version')!r}; "
@@ -179,14 +215,19 @@ class PinBoard:
         try:
             return tuple(Pin.from_dict(item) for item in data["pins"])
         except InvalidPinError as error:
-            raise PinsError(f"{self.path} is corrupt: {error}") from None
+            raise PinsError(f"{self.path} is corrupt: {error}; {start_over}") from None
 
     def globs(self, now: datetime) -> tuple[str, ...]:
         """Return the globs of the pins still in force at ``now``; raise PinsError."""
         return tuple(pin.glob() for pin in self.load() if not pin.expired(now))
 
     def add(self, pin: Pin) -> Pin | None:
-        """Add ``pin``, replacing one of the same tag and kind; return the one replaced."""
+        """Add ``pin``, replacing one of the same tag and kind; return the one replaced.
+
+        Raise PinsError (nothing written) if the file would then be larger
+        than :data:`MAX_PINS_BYTES`: every prune would treat every version
+        as pinned.
+        """
         with self._locked():
             pins = list(self.load())
             replaced = next(
@@ -194,7 +235,14 @@ class PinBoard:
             )
             pins = [old for old in pins if old is not replaced]
             pins.append(pin)
-            self._write(pins)
+            data = _document(pins)
+            if len(data) > MAX_PINS_BYTES:
+                raise PinsError(
+                    f"pinning {pin.glob()} would make {self.path} {len(data)} bytes, more than"
+                    f" the {MAX_PINS_BYTES} the warden reads; nothing was written. Remove pins"
+                    " first (`storewarden unpin --expired`, `storewarden unpin TAG`)"
+                )
+            durable.replace_file(self.path, data, 0o644)
         return replaced
 
     def remove(
@@ -203,9 +251,12 @@ class PinBoard:
         """Remove the pins of ``tag`` (of ``kind`` only, if given) and return them.
 
         With ``expired_at`` (and no tag), remove every pin expired at that time.
+        A file over :data:`MAX_PINS_BYTES` is read too, up to
+        :data:`MAX_REPAIR_BYTES`, so that removing pins can bring it back
+        under the limit (:meth:`size_problem` says whether it is).
         """
         with self._locked():
-            pins = list(self.load())
+            pins = list(self.load(limit=MAX_REPAIR_BYTES))
             gone = [
                 pin
                 for pin in pins
@@ -227,9 +278,26 @@ class PinBoard:
 
     def _write(self, pins: Sequence[Pin]) -> None:
         """Replace the file atomically: a crash leaves the old file or the new, never half."""
-        document = {"version": FORMAT_VERSION, "pins": [pin.as_dict() for pin in pins]}
-        data = (json.dumps(document, indent=2) + "\n").encode()
-        durable.replace_file(self.path, data, 0o644)
+        durable.replace_file(self.path, _document(pins), 0o644)
+
+    def size_problem(self) -> str | None:
+        """Return why the file is still too large for a prune to read, or None if it is not."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return None
+        if size <= MAX_PINS_BYTES:
+            return None
+        return (
+            f"{self.path} is still larger than {MAX_PINS_BYTES} bytes ({size}): every version"
+            " counts as pinned until more pins are removed"
+        )
+
+
+def _document(pins: Sequence[Pin]) -> bytes:
+    """Return the pins file holding ``pins``."""
+    document = {"version": FORMAT_VERSION, "pins": [pin.as_dict() for pin in pins]}
+    return (json.dumps(document, indent=2) + "\n").encode()
 
 
 class PinReader:

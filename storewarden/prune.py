@@ -41,6 +41,7 @@ from storewarden.layout import (
     mount_points,
 )
 from storewarden.logs import get_logger
+from storewarden.paths import DEFAULT_STATE_DIR, WIPED_DIRECTORIES
 from storewarden.store import (
     DESCRIPTORS,
     POINTER,
@@ -67,7 +68,6 @@ class UnsafeStateDirError(Exception):
 # The (empty) file that marks a directory as the warden's own state directory: the
 # warden deletes what it puts in trash/ and tmp/ there, so nothing else may live there.
 STATE_MARKER = ".storewarden-state"
-DEFAULT_STATE_DIR = ".storewarden"  # under the store root
 # What a warden of an earlier release put in its state directory, before the marker.
 _OWN_ENTRIES = frozenset(
     {
@@ -85,8 +85,8 @@ _OWN_ENTRIES = frozenset(
 _OWN_TEMPORARY = re.compile(
     r"^\.(pins\.json|census-cache\.json|history\.jsonl)\.[0-9a-f]+(\.tmp)?$"
 )
-# The only directories a warden deletes inside, and what it names the entries in them.
-_WIPED = ("trash", "tmp")
+# The only directories a warden deletes inside (paths.WIPED_DIRECTORIES), and what it
+# names the entries in them.
 _TRASH_ENTRY = re.compile(r"^[0-9a-f]{1,32}-[0-9]{1,9}$")
 _TEMPORARY_ENTRY = re.compile(r"^(latest|restore)-[0-9a-f]{1,32}$")
 
@@ -104,7 +104,7 @@ def _check_wiped(state_dir: Path, *, adopting: bool) -> None:
     except FileNotFoundError:
         return
     mounts = mount_points(state_dir)
-    for wiped in _WIPED:
+    for wiped in WIPED_DIRECTORIES:
         path = state_dir / wiped
         try:
             info = os.lstat(path)
@@ -212,7 +212,7 @@ def check_state_dir(root: Path, state_dir: Path, device: int | None = None) -> N
 def _holds_anything(state_dir: Path, entries: set[str]) -> bool:
     """Return whether a state directory holds more than empty ``tmp``/``trash`` directories."""
     for entry in entries:
-        if entry not in _WIPED:
+        if entry not in WIPED_DIRECTORIES:
             return True
         try:
             if os.listdir(state_dir / entry):

@@ -112,6 +112,7 @@ def test_a_pin_matching_nothing_is_made_with_a_note(home: Path) -> None:
         (["pin", "iris"], "must look like 'name:version'"),
         (["pin", "iris:v1", "--until", "soon"], "expected a duration"),
         (["unpin"], "give a TAG or --expired"),
+        (["pin", "iris:v1", "--reason", "x" * 1001], "at most 1000 characters"),
     ],
 )
 def test_a_malformed_pin_command_exits_2_touching_nothing(
@@ -162,6 +163,76 @@ def test_a_corrupt_pins_file_fails_the_pin_commands_and_keeps_everything(
         "v3",
     ]
     assert "is corrupt" in json.loads(status.stdout)["pins_problem"]
+
+
+def pins_document(count: int, reason_bytes: int, expired: int = 0) -> bytes:
+    """Return a pins file of pins p0:v1 ..., the first ``expired`` of them expired."""
+    now = datetime.now(tz=UTC).replace(microsecond=0)
+    pins = [
+        {
+            "tag": f"p{index}:v1",
+            "kind": None,
+            "who": "red team",
+            "when": (now - timedelta(days=2)).isoformat(),
+            "until": (now - timedelta(days=1)).isoformat() if index < expired else None,
+            "reason": "r" * reason_bytes,
+        }
+        for index in range(count)
+    ]
+    return json.dumps({"version": 1, "pins": pins}, indent=2).encode() + b"\n"
+
+
+def test_a_pin_that_would_make_the_pins_file_too_large_to_read_is_refused(home: Path) -> None:
+    state = home / ".storewarden"
+    state.mkdir()
+    # 40 pins whose reasons take the file to 600 bytes below the 4 MiB the warden reads.
+    limit = 4 * 1024 * 1024
+    document = pins_document(40, (limit - 600 - len(pins_document(40, 0))) // 40)
+    assert limit - 640 < len(document) <= limit - 600
+    (state / "pins.json").write_bytes(document)
+
+    refused = run_cli(home, "pin", "iris:v0", "--reason", "z" * 1000)
+    small = run_cli(home, "pin", "iris:v0", "--reason", "release")
+
+    assert refused.returncode == 1, refused.stderr
+    assert "would make" in refused.stderr
+    assert "nothing was written" in refused.stderr
+    assert small.returncode == 0, small.stderr
+    assert [pin["tag"] for pin in json.loads(run_cli(home, "pins", "--json").stdout)][-1] == (
+        "iris:v0"
+    )
+
+
+def test_unpin_can_shrink_a_pins_file_too_large_to_read(home: Path, tmp_path: Path) -> None:
+    state = home / ".storewarden"
+    state.mkdir()
+    # What 40 `storewarden pin pN:v1 --reason <110 kB>` wrote before reasons were bounded.
+    (state / "pins.json").write_bytes(pins_document(40, 110_000, expired=5))
+    config = config_file(tmp_path, RETENTION)
+
+    kept = run_cli(home, "prune", "--config", str(config))
+    listed = run_cli(home, "pins")
+    one = run_cli(home, "unpin", "p7:v1")
+    expired = run_cli(home, "unpin", "--expired")
+    pruned = run_cli(home, "prune", "--config", str(config))
+
+    assert kept.returncode == 0, kept.stderr
+    assert named(audit_lines(kept.stdout), "pins_unreadable")
+    assert not named(audit_lines(kept.stdout), "version_removed")
+    assert listed.returncode == 1
+    assert "larger than 4194304 bytes" in listed.stderr
+    assert "storewarden unpin" in listed.stderr
+    assert f"rm {state / 'pins.json'}" in listed.stderr
+    assert one.returncode == 0, one.stderr
+    assert one.stdout == "unpinned p7:v1\n"
+    assert "still larger than 4194304 bytes" in one.stderr
+    assert expired.returncode == 0, expired.stderr
+    assert len(expired.stdout.splitlines()) == 5
+    assert "still larger" not in expired.stderr
+    assert pruned.returncode == 0, pruned.stderr
+    removed = [event["version"] for event in named(audit_lines(pruned.stdout), "version_removed")]
+    assert removed == ["v0", "v1", "v2"]
+    assert len(json.loads(run_cli(home, "pins", "--json").stdout)) == 34
 
 
 def test_status_lists_pins_with_who_when_and_reason(home: Path) -> None:

@@ -252,7 +252,7 @@ def test_an_archive_larger_than_max_size_fails_without_giving_up_older_ones(
 ) -> None:
     archives = tmp_path / "archive"
     archives.mkdir()
-    older = archives / "old-v1.bentomodel.tar"
+    older = archives / "old+v1.bentomodel.tar"
     older.write_bytes(b"x" * 10_000)
 
     three_versions(store, size=100_000)
@@ -261,7 +261,7 @@ def test_an_archive_larger_than_max_size_fails_without_giving_up_older_ones(
 
     assert result.removed == ()
     assert "more than archive.max_size" in audit.named("archive_failed")[0]["error"]
-    assert sorted(path.name for path in archives.iterdir()) == ["old-v1.bentomodel.tar"]
+    assert sorted(path.name for path in archives.iterdir()) == ["old+v1.bentomodel.tar"]
     assert not audit.named("archive_removed")
 
 
@@ -271,11 +271,11 @@ def test_only_archives_count_against_the_budget_and_stale_partials_are_cleared(
     archives = tmp_path / "archive"
     archives.mkdir()
     (archives / "README").write_bytes(b"r" * 500_000)  # not an archive: never counted or removed
-    stale = archives / f".iris-v0.bentomodel.tar{archive.PARTIAL_MARK}dead"
+    stale = archives / f".iris+v0.bentomodel.tar{archive.PARTIAL_MARK}0123456789ab"
     stale.write_bytes(b"p" * 1000)
     old = time.time() - 2 * archive.PARTIAL_STALE_SECONDS
     os.utime(stale, (old, old))
-    fresh = archives / f".other.bentomodel.tar{archive.PARTIAL_MARK}busy"
+    fresh = archives / f".other+v1.bentomodel.tar{archive.PARTIAL_MARK}ba5e0123ba5e"
     fresh.write_bytes(b"p")  # another warden's archive in progress
     three_versions(store)
 
@@ -665,15 +665,65 @@ def test_a_truncated_archive_leaves_neither_the_version_nor_its_staging(
 
 
 def test_an_archiver_lists_only_its_own_archives_oldest_first(tmp_path: Path) -> None:
-    for index, name in enumerate(["b-v1.bento", "a-v1.bentomodel.tar", "notes.txt", "c.tar"]):
+    names = [
+        "b+v1.bento",
+        "a+v1.bentomodel.tar",
+        "a+v1~2.bentomodel.gz",
+        # What the warden never writes: `bentoml models export` (name-version), a
+        # user's backup, an older warden's dash-named archive, names with no valid tag.
+        "wine-v1.bentomodel",
+        "mybackup.bentomodel",
+        "b-v1.bento",
+        "Iris+v1.bentomodel.tar",
+        "iris+-v1.bentomodel.tar",
+        "+v1.bento",
+        "iris+.bento",
+        "iris+v1+v2.bento",
+        "iris+v1~.bento",
+        "iris+v1~1.bento",
+        "notes.txt",
+        "c.tar",
+    ]
+    for index, name in enumerate(names):
         (tmp_path / name).write_bytes(b"x")
         os.utime(tmp_path / name, (1000 + index, 1000 + index))
     archiver = Archiver(tmp_path, store=tmp_path / "store")
 
     assert [entry.path.name for entry in archiver.archives()] == [
-        "b-v1.bento",
-        "a-v1.bentomodel.tar",
+        "b+v1.bento",
+        "a+v1.bentomodel.tar",
+        "a+v1~2.bentomodel.gz",
     ]
+
+
+def test_the_budget_never_counts_or_removes_files_the_warden_did_not_write(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    archives = tmp_path / "archive"
+    archives.mkdir()
+    old = time.time() - 2 * archive.PARTIAL_STALE_SECONDS
+    foreign = {
+        "wine-v1.bentomodel": b"w" * 200_000,  # `bentoml models export wine:v1 DIR`
+        "mybackup.bentomodel": b"x\n",
+        "iris-v0.bentomodel.tar": b"o" * 1000,  # an older warden's, left alone
+        f".notes.txt{archive.PARTIAL_MARK}mine": b"n",  # hidden, old, not the warden's
+    }
+    for name, content in foreign.items():
+        (archives / name).write_bytes(content)
+        os.utime(archives / name, (old, old))  # oldest of all: they would go first
+    three_versions(store, size=100_000)
+
+    result = engine_for(store, archives, max_size="150kB").cycle()
+
+    assert len(result.removed) == 2
+    for name, content in foreign.items():
+        assert (archives / name).read_bytes() == content
+    removed = [event["path"] for event in audit.named("archive_removed")]
+    written = [event["path"] for event in audit.named("archive_written")]
+    assert removed == written[:1]
+    assert sorted(path.name for path in archives.iterdir()) == sorted(
+        [*foreign, "iris+v1.bentomodel.tar"]
+    )
 
 
 def test_versions_whose_dashed_names_would_collide_get_archives_of_their_own(

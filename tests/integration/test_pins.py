@@ -12,7 +12,14 @@ import pytest
 
 from storewarden.config import build_config
 from storewarden.engine import Engine
-from storewarden.pins import EVERYTHING, Pin, PinBoard, PinsError, pin_reader
+from storewarden.pins import (
+    EVERYTHING,
+    MAX_REPAIR_BYTES,
+    Pin,
+    PinBoard,
+    PinsError,
+    pin_reader,
+)
 from tests.conftest import Audit
 from tests.storebuilder import make_version, point_latest
 
@@ -153,6 +160,36 @@ def test_a_corrupt_pins_file_is_never_overwritten_by_a_pin_command(tmp_path: Pat
     with pytest.raises(PinsError):
         PinBoard(tmp_path).add(pin("iris:v1"))
     assert (tmp_path / "pins.json").read_bytes() == b"{not json"
+
+
+def test_a_pin_that_would_make_the_file_too_large_to_read_is_refused_writing_nothing(
+    tmp_path: Path,
+) -> None:
+    board = PinBoard(tmp_path)
+    for index in range(4):
+        board.add(pin(f"iris:v{index}", reason="r" * 1_000_000))
+    before = (tmp_path / "pins.json").read_bytes()
+
+    with pytest.raises(PinsError, match=r"would make .* nothing was written"):
+        board.add(pin("iris:v4", reason="r" * 1_000_000))
+    assert (tmp_path / "pins.json").read_bytes() == before
+    assert len(board.load()) == 4
+
+
+def test_unpinning_reads_a_file_over_the_read_limit_up_to_a_hard_cap(tmp_path: Path) -> None:
+    board = PinBoard(tmp_path)
+    large = [pin(f"iris:v{index}", reason="r" * 1_000_000) for index in range(5)]
+    document = {"version": 1, "pins": [item.as_dict() for item in large]}
+    (tmp_path / "pins.json").write_text(json.dumps(document))
+
+    with pytest.raises(PinsError, match="larger than"):
+        board.load()
+    assert board.remove("iris:v0") == [large[0]]
+    assert board.load() == tuple(large[1:])
+
+    (tmp_path / "pins.json").write_bytes(b" " * (MAX_REPAIR_BYTES + 1))
+    with pytest.raises(PinsError, match=f"rm {tmp_path / 'pins.json'}"):
+        board.remove("iris:v1")
 
 
 def test_the_reader_fails_safe_pinning_everything_and_logging_why(

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from storewarden import policy
-from storewarden.pins import InvalidPinError, Pin, check_tag
+from storewarden.pins import (
+    MAX_REASON_LENGTH,
+    MAX_WHO_LENGTH,
+    InvalidPinError,
+    Pin,
+    check_reason,
+    check_tag,
+    current_user,
+)
 from storewarden.store import Kind, VersionRecord
 
 WHEN = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -94,3 +102,22 @@ def test_a_pin_survives_its_round_trip_through_plain_data() -> None:
 def test_an_invalid_pin_entry_is_rejected_with_what_is_wrong(data: Any, message: str) -> None:
     with pytest.raises(InvalidPinError, match=message):
         Pin.from_dict(data)
+
+
+def test_who_pinned_is_bounded_whatever_sudo_user_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUDO_USER", "x" * 100_000)
+
+    who = current_user()
+
+    assert len(who) == MAX_WHO_LENGTH
+    assert who.startswith("xxx")
+
+
+@pytest.mark.parametrize("length", [0, MAX_REASON_LENGTH])
+def test_a_reason_up_to_its_limit_is_taken(length: int) -> None:
+    assert check_reason("r" * length) == "r" * length
+
+
+def test_a_longer_reason_is_refused_saying_the_limit() -> None:
+    with pytest.raises(ValueError, match=f"at most {MAX_REASON_LENGTH} characters"):
+        check_reason("r" * (MAX_REASON_LENGTH + 1))
