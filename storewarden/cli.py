@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -301,25 +302,71 @@ def _require_store(engine: Engine) -> Snapshot:
     return engine.census()
 
 
+def _since_option(
+    _context: click.Context, _parameter: click.Parameter, value: str | None
+) -> datetime | None:
+    if value is None:
+        return None
+    from storewarden import audit as trail
+
+    try:
+        return trail.parse_since(value, datetime.now(tz=UTC))
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @main.command()
 @common_options
 @json_option
+@click.option(
+    "--history",
+    "show_history",
+    is_flag=True,
+    help="The usage history instead: a chart on a terminal (use, store size, marks, prunes),"
+    " a plain table piped, the samples with --json.",
+)
+@click.option(
+    "--since",
+    callback=_since_option,
+    metavar="AGE|TIME",
+    help="With --history: only samples from the last AGE (24h, 7d) or since TIME.",
+)
 @handle_errors
 @quiet_when_stdout_closes
-def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
+def status(
+    config_path: Path | None,
+    store: Path | None,
+    as_json: bool,
+    show_history: bool,
+    since: datetime | None,
+) -> None:
     """Show each name's versions, size, latest, what is protected and why, and the pins.
 
-    On a terminal the names are a table sorted by size; piped, plain columns.
+    On a terminal a usage bar comes first (protected, store, other used, free,
+    the low and high marks), then the names as a table sorted by size;
+    piped, plain columns with no escape codes.
+
+    With --history, the usage history from the state directory: on a
+    terminal a chart of filesystem use and store size over time, the high
+    and low marks as lines and each prune marked; piped, a plain table
+    (neighbouring samples merged past 40 rows); with --json, every sample.
 
     \b
     Example: storewarden status --json | jq '.names[] | {name, bytes}'
+    Example: storewarden status --history --since 7d
     """
-    from storewarden import views
     from storewarden.engine import Engine
 
+    if since is not None and not show_history:
+        raise click.UsageError("--since goes with --history")
     config = load(config_path, store)
     setup_logging(config, to_stderr=True)
     engine = Engine(config, read_only=True)
+    if show_history:
+        _status_history(engine, as_json=as_json, start=since)
+        return
+    from storewarden import views
+
     view = engine.make_plan(_require_store(engine))
     data = views.status_data(engine, view)
     if as_json:
@@ -329,10 +376,49 @@ def status(config_path: Path | None, store: Path | None, as_json: bool) -> None:
 
         from storewarden import terminal
 
-        terminal.status_table(data, Console())
+        console = Console()
+        terminal.usage_bar(data, console)
+        terminal.status_table(data, console)
     else:
         for line in views.status_lines(data):
             click.echo(line)
+
+
+def _status_history(engine: Engine, *, as_json: bool, start: datetime | None) -> None:
+    """Print the usage history: JSON, a chart on a terminal (plotext), or a plain table."""
+    from storewarden import pictures
+    from storewarden.history import HistoryError
+
+    try:
+        samples = engine.history.read()
+    except (HistoryError, OSError) as error:
+        fail(f"cannot read the usage history {engine.history.path}: {error}", EXIT_ERROR)
+    trigger = engine.config.trigger
+    high, low = trigger.high_percent, trigger.low_percent
+    if as_json:
+        click.echo(json.dumps(pictures.history_data(samples, high=high, low=low, start=start)))
+        return
+    shown = pictures.since(samples, start)
+    if not shown or not is_terminal(sys.stdout):
+        for line in pictures.history_lines(shown, high=high, low=low):
+            click.echo(line)
+        return
+    import shutil
+
+    from storewarden import chart
+
+    columns, lines = shutil.get_terminal_size()
+    click.echo(
+        chart.history_chart(
+            shown,
+            high=high,
+            low=low,
+            now=engine.clock().timestamp(),
+            width=columns,
+            height=max(12, min(lines - 2, 30)),
+            color="NO_COLOR" not in os.environ,
+        )
+    )
 
 
 @main.command("plan")
@@ -587,19 +673,6 @@ def delete(
             ),
             EXIT_REFUSED,
         )
-
-
-def _since_option(
-    _context: click.Context, _parameter: click.Parameter, value: str | None
-) -> datetime | None:
-    if value is None:
-        return None
-    from storewarden import audit as trail
-
-    try:
-        return trail.parse_since(value, datetime.now(tz=UTC))
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
 
 
 def _trail_lines(sources: tuple[str, ...]) -> Iterator[str]:

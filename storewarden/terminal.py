@@ -21,8 +21,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from storewarden import views
+from storewarden import pictures, views
 from storewarden.config import human_bytes
 from storewarden.store import VersionRecord
 
@@ -135,6 +136,33 @@ class ProgressBar:
             versions=self._versions,
             description="removed" if self._done == self._versions else "removing",
         )
+
+
+def usage_bar(data: dict[str, Any], console: Console) -> None:
+    """Print the usage bar: protected, rest of the store, other used, free; the marks below it."""
+    usage = data["usage"]
+    width = max(20, min(console.width, 100) - 2)
+    cells = pictures.bar(
+        used=usage["used_bytes"],
+        free=usage["free_bytes"],
+        store=data["store_bytes"],
+        protected=data["protected_bytes"],
+        high=data["marks"]["high_percent"],
+        low=data["marks"]["low_percent"],
+        width=width,
+    )
+    line = Text("▕")
+    line.append("█" * cells.protected, style="magenta")
+    line.append("█" * cells.store, style="blue")
+    line.append("▒" * cells.other, style="grey50")
+    line.append("·" * cells.free, style="dim")
+    line.append("▏")
+    marks = [" "] * (width + 2)
+    marks[cells.low + 1] = "▲"
+    marks[cells.high + 1] = "▲"
+    console.print(line)
+    console.print(Text("".join(marks).rstrip(), style="bold yellow"))
+    console.print(pictures.bar_caption(data), highlight=False, markup=False)
 
 
 def status_table(data: dict[str, Any], console: Console) -> None:

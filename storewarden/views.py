@@ -95,6 +95,8 @@ def status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
         "triggers": list(view.plan.triggers),
         "versions": len(snapshot.versions),
         "store_bytes": snapshot.store_bytes,
+        "protected_bytes": sum(kept.version.bytes for kept in view.plan.kept),
+        "marks": marks_data(engine),
         "names": names,
         "problems": [
             {"path": str(problem.path), "problem": problem.reason} for problem in snapshot.problems
@@ -108,6 +110,12 @@ def status_data(engine: Engine, view: PlanView) -> dict[str, Any]:
         **pins_data(engine, view.now),
         "forecast": forecast_data(engine, view.plan),
     }
+
+
+def marks_data(engine: Engine) -> dict[str, float]:
+    """Return the high and low marks (trigger.high_percent and low_percent)."""
+    trigger = engine.config.trigger
+    return {"high_percent": trigger.high_percent, "low_percent": trigger.low_percent}
 
 
 def forecast_data(engine: Engine, plan: policy.Plan) -> dict[str, Any]:

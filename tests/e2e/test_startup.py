@@ -18,7 +18,7 @@ import pytest
 
 from tests.storebuilder import make_series
 
-HEAVY = ("prometheus_client", "rich", "apscheduler", "watchdog")
+HEAVY = ("prometheus_client", "rich", "apscheduler", "watchdog", "plotext")
 
 
 # The real command (python -m storewarden), with a hook that prints at exit
@@ -60,6 +60,8 @@ def imported(home: Path, *arguments: str) -> set[str]:
         ("--help",),
         ("status",),
         ("status", "--json"),
+        ("status", "--history"),
+        ("status", "--history", "--json"),
         ("plan",),
         ("status", "-h"),
         ("print", "rules"),
