@@ -120,11 +120,11 @@ def census_section(work: Path, versions: int, bentoml: list[str] | None) -> list
     cold = best_of(3, lambda: timed(status_command, env))
     plan = best_of(3, lambda: timed(storewarden("plan", "--json", "--store", str(store)), env))
     cold_inside = best_of(3, lambda: in_process_census(store))
-    # The warden's own state directory (marked, as a deleting command leaves it):
-    # a read-only status writes its census cache only there.
+    # As a daemon or a prune leaves it: the warden's own (marked) state directory with
+    # the census cache in it. A read-only status never writes into the store.
     (store / ".storewarden").mkdir()
     (store / ".storewarden" / STATE_MARKER).touch()
-    timed(status_command, env)  # fills the census cache
+    in_process_census(store)  # an Engine that may write: fills the census cache
     warm = best_of(3, lambda: timed(status_command, env))
     warm_inside = best_of(3, lambda: in_process_census(store))
     start = best_of(3, python_start)
