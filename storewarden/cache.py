@@ -33,7 +33,14 @@ def _texts(values: object) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _record(kind: Kind, name: str, version: str, path: Path, row: list[Any]) -> VersionRecord:
+def _record(
+    kind: Kind,
+    name: str,
+    version: str,
+    path: Path,
+    row: list[Any],
+    arrived: datetime | None = None,
+) -> VersionRecord:
     _inode, _mtime, _ctime, size, created, estimated, changed, labels, needs, needs_problems, _ = (
         row
     )
@@ -51,6 +58,7 @@ def _record(kind: Kind, name: str, version: str, path: Path, row: list[Any]) -> 
         problem="no usable creation_time; directory mtime used" if estimated else None,
         references=_texts(needs) if kind == "bentos" else (),
         reference_problems=_texts(needs_problems) if kind == "bentos" else (),
+        arrived=arrived,
     )
 
 
@@ -100,9 +108,18 @@ class CensusCache:
             }
 
     def lookup(
-        self, kind: Kind, name: str, version: str, path: Path, stamp: Stamp
+        self,
+        kind: Kind,
+        name: str,
+        version: str,
+        path: Path,
+        stamp: Stamp,
+        arrived: datetime | None = None,
     ) -> VersionRecord | None:
-        """Return the cached record of a version if its directory still has ``stamp``."""
+        """Return the cached record of a version if its directory still has ``stamp``.
+
+        ``arrived`` goes into the record as it is built (no copy afterwards).
+        """
         key = f"{kind}/{name}/{version}"
         row = self._rows.get(key)
         if (
@@ -114,7 +131,7 @@ class CensusCache:
             self.misses += 1
             return None
         try:
-            record = _record(kind, name, version, path, row)
+            record = _record(kind, name, version, path, row, arrived)
         except (TypeError, ValueError, OverflowError, OSError, AttributeError):
             self.misses += 1
             return None

@@ -212,9 +212,15 @@ class RecordCache(Protocol):
     """Census records kept between runs (see storewarden.cache), keyed by directory stat."""
 
     def lookup(
-        self, kind: Kind, name: str, version: str, path: Path, stamp: Stamp
+        self,
+        kind: Kind,
+        name: str,
+        version: str,
+        path: Path,
+        stamp: Stamp,
+        arrived: datetime | None = None,
     ) -> VersionRecord | None:
-        """Return the cached record if the directory still has ``stamp``."""
+        """Return the cached record, built with ``arrived``, if the directory keeps ``stamp``."""
 
     def store(self, record: VersionRecord, stamp: Stamp) -> None:
         """Remember a record under its directory's stamp."""
@@ -875,18 +881,19 @@ class _Census:
         stamp = Stamp.of_version(kind, path, info)
         cache = self.cache
         record = None
-        if cache is not None and not self.filesystem.holds_mount(kind, name, path.name):
-            # A mount made inside leaves the directory's stamp as it was.
-            record = cache.lookup(kind, name, path.name, path, stamp)
+        arrived = None
+        if cache is not None:
+            # The first time any census saw it, kept across runs; its ctime then.
+            arrived = cache.arrival(kind, name, path.name, stamp)
+            if not self.filesystem.holds_mount(kind, name, path.name):
+                # A mount made inside leaves the directory's stamp as it was.
+                record = cache.lookup(kind, name, path.name, path, stamp, arrived)
         if record is None:
             record = census_version(kind, name, path, self.filesystem, self.seen)
             if record is not None and cache is not None:
                 cache.store(record, stamp)  # stamped before the walk: a change since misses
-        if record is not None and cache is not None:
-            # The first time any census saw it, kept across runs; its ctime then.
-            arrived = cache.arrival(kind, name, path.name, stamp)
-            if arrived != record.arrived:
-                record = replace(record, arrived=arrived)
+                if arrived != record.arrived:
+                    record = replace(record, arrived=arrived)
         if record is not None:
             self.versions.append(record)
 
