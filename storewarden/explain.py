@@ -25,22 +25,7 @@ from storewarden.usage import Usage
 
 # Every rule ``why`` reports on, in the order it lists them: the protections
 # first (as the README's table), then the retention rules that remove without pressure.
-RULES = (
-    policy.LATEST,
-    policy.LATEST_UNREADABLE,
-    policy.KEEP_LAST,
-    policy.MIN_AGE,
-    policy.SETTLE,
-    policy.INCOMPLETE,
-    policy.UNREADABLE,
-    policy.PINNED,
-    policy.LABEL,
-    policy.IN_USE,
-    policy.REFERENCED,
-    policy.REFERENCES_UNKNOWN,
-    policy.MAX_AGE,
-    policy.MAX_VERSIONS,
-)
+RULES = (*policy.PROTECTIONS, policy.MAX_AGE, policy.MAX_VERSIONS)
 # Protections that end by themselves with time; the others hold until someone acts.
 TIMED = frozenset({policy.MIN_AGE, policy.SETTLE, policy.INCOMPLETE})
 # What the in-use scan says of a holder: "pid 123 (python) has ... open".

@@ -50,20 +50,7 @@ REMOVAL_REASONS = (
     policy.ABANDONED,
     policy.EXPLICIT,
 )
-PROTECTION_REASONS = (
-    policy.LATEST,
-    policy.KEEP_LAST,
-    policy.MIN_AGE,
-    policy.SETTLE,
-    policy.INCOMPLETE,
-    policy.UNREADABLE,
-    policy.PINNED,
-    policy.LABEL,
-    policy.IN_USE,
-    policy.REFERENCED,
-    policy.REFERENCES_UNKNOWN,
-    policy.LATEST_UNREADABLE,
-)
+PROTECTION_REASONS = policy.PROTECTIONS
 # The error-level audit events the daemon counts, by name.
 ERROR_EVENTS = ("removal_failed", "check_failed", "config_rejected", "metrics_failed")
 # A prune takes milliseconds on a small store and minutes when it deletes many GiB.

@@ -52,6 +52,21 @@ LATEST_ON_OWN_MOUNT = "latest_on_own_mount"
 # latest exists but cannot be read (another user's 0600 file): any version of its
 # name may be the one it names, so none goes.
 LATEST_UNREADABLE = "latest_unreadable"
+# Every reason a plan keeps a version, in the order the README's table lists them.
+PROTECTIONS = (
+    LATEST,
+    LATEST_UNREADABLE,
+    KEEP_LAST,
+    MIN_AGE,
+    SETTLE,
+    INCOMPLETE,
+    UNREADABLE,
+    PINNED,
+    LABEL,
+    IN_USE,
+    REFERENCED,
+    REFERENCES_UNKNOWN,
+)
 
 # A bento.yaml that changed this recently may be mid-copy: even one that parses
 # may be cut short, so what it lists is not yet all it needs.

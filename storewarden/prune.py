@@ -525,6 +525,20 @@ class Intent:
     created: int
     pointer: str
 
+    @classmethod
+    def of(cls, record: VersionRecord, intent_id: str, reason: str, pointer: str) -> Intent:
+        """Return the intent to remove ``record`` for ``reason``, ``pointer`` as above."""
+        return cls(
+            intent_id=intent_id,
+            kind=record.kind,
+            name=record.name,
+            version=record.version,
+            reason=reason,
+            bytes=record.bytes,
+            created=int(record.creation_time.timestamp()),
+            pointer=pointer,
+        )
+
     def file_name(self) -> str:
         """Return the intent file's name."""
         fields = (self.intent_id, self.kind, self.name, self.version, self.reason)
@@ -859,16 +873,7 @@ class Pruner:
                     f"{kind}/{record.tag} is what latest names, and no other version of"
                     f" {name} is complete and settled for latest to move to yet"
                 )
-        intent = Intent(
-            intent_id=intent_id,
-            kind=kind,
-            name=name,
-            version=record.version,
-            reason=reason,
-            bytes=record.bytes,
-            created=int(record.creation_time.timestamp()),
-            pointer=(form or "file")[0] if moves_pointer else "-",
-        )
+        intent = Intent.of(record, intent_id, reason, (form or "file")[0] if moves_pointer else "-")
         # Only a moved pointer needs its intent on disk before it moves: without one,
         # a power loss can at worst leave the version in place, which is valid.
         trash = self.trash
@@ -935,16 +940,7 @@ class Pruner:
                 f"{kind}/{record.tag} is what latest names, and {kind}/ is a mount of its own:"
                 " latest cannot be rewritten atomically there"
             )
-        intent = Intent(
-            intent_id=intent_id,
-            kind=kind,
-            name=name,
-            version=record.version,
-            reason=reason,
-            bytes=record.bytes,
-            created=int(record.creation_time.timestamp()),
-            pointer="i",
-        )
+        intent = Intent.of(record, intent_id, reason, "i")
         intent_path = self._write_intent(intent, self.trash, durable=True)
         hidden = self.hidden(intent)
         try:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import errno
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,39 +19,21 @@ from typing import Any
 import pytest
 
 from storewarden import watcher as watcher_module
-from storewarden.config import build_config
 from storewarden.daemon import Daemon
 from storewarden.store import census
 from storewarden.watcher import Inotify, InotifyWatcher
 from tests.conftest import Audit
 from tests.reliability.support import genstore
+from tests.reliability.test_scale import run_daemon
 from tests.storebuilder import make_version
-from tests.waiting import WAIT, wait_until
+from tests.waiting import wait_until
+
+__all__ = ["run_daemon"]  # the fixture, used by name
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
 
 NAMES = 20
 VERSIONS_PER_NAME = 100
-
-
-@pytest.fixture
-def run_daemon() -> Iterator[Callable[[dict[str, Any]], Daemon]]:
-    """Start in-process daemons in threads; stop and join them at the end."""
-    running: list[tuple[Daemon, threading.Thread]] = []
-
-    def start(config: dict[str, Any]) -> Daemon:
-        daemon = Daemon(build_config(config))
-        thread = threading.Thread(target=daemon.run, name="daemon-under-test")
-        thread.start()
-        running.append((daemon, thread))
-        if not daemon.ready.wait(WAIT):
-            pytest.fail("the daemon never became ready")
-        return daemon
-
-    yield start
-    for daemon, thread in running:
-        daemon.stop()
-        thread.join()
 
 
 def config_for(store: Path, settle: str, **schedule: str) -> dict[str, Any]:
