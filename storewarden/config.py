@@ -220,6 +220,8 @@ class ScheduleConfig(_Frozen):
     check_interval: Annotated[Duration, Field(ge=1)] = 60.0
     reconcile_interval: Annotated[Duration, Field(ge=10)] = 900.0
     observer: Literal["auto", "inotify", "polling"] = "auto"
+    # How often polling looks at the kinds, names, pointers and settling versions.
+    poll_interval: Annotated[Duration, Field(ge=0.1, le=3600)] = 2.0
     debounce: Annotated[Duration, Field(le=60)] = 1.0
 
 

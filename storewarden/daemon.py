@@ -25,7 +25,6 @@ from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from watchdog.observers.polling import PollingObserver
 
 from storewarden import __version__, policy
 from storewarden import forecast as forecasting
@@ -44,6 +43,7 @@ from storewarden.watcher import (
     InotifyWatcher,
     NoWatcher,
     ObserverWatcher,
+    PollingWatcher,
     Watcher,
     make_observer,
 )
@@ -215,17 +215,15 @@ class Daemon:
 
         Inotify (``auto`` or ``inotify`` on Linux) needs watches on the root
         and the kind directories only; if even those are refused (the watch
-        or instance limit), a polling observer; if that cannot walk the
-        store either (a hostile version nested a thousand directories deep
-        raises RecursionError in watchdog's recursive walk), no watcher at
-        all: checks on schedule and the reconcile job. The reconcile job
-        corrects whatever a switch missed.
+        or instance limit), polling (``schedule.observer: polling`` chooses
+        it outright); if even the root cannot be read, no watcher at all:
+        checks on schedule and the reconcile job. The reconcile job corrects
+        whatever a switch missed.
         """
         recorder = self._recorder
         if recorder is None:
             raise RuntimeError("the change recorder must exist before the watcher")
         kinds = recorder.index.watched_kinds
-        polling = max(5.0, self.config.schedule.check_interval / 4)
         chosen = self.config.schedule.observer
         if chosen != "polling":
             try:
@@ -233,21 +231,32 @@ class Daemon:
                 watcher.start()
             except OSError as error:
                 if chosen == "auto" and error.errno == errno.ENOSYS:
-                    watcher = ObserverWatcher(make_observer("auto"), recorder, root, kinds)
+                    watcher = ObserverWatcher(make_observer(), recorder, root, kinds)
                 else:
                     self._degraded("polling", error)
-                    fallback = PollingObserver(timeout=polling)
-                    watcher = ObserverWatcher(fallback, recorder, root, kinds)
+                    watcher = self._polling_watcher(recorder, root, kinds)
             else:
                 return watcher
         else:
-            watcher = ObserverWatcher(make_observer("polling", polling), recorder, root, kinds)
+            watcher = self._polling_watcher(recorder, root, kinds)
         try:
             watcher.start()
         except (OSError, RecursionError) as error:
             self._degraded("reconcile only", error)
             return NoWatcher()
         return watcher
+
+    def _polling_watcher(
+        self, recorder: ChangeRecorder, root: Path, kinds: tuple[str, ...]
+    ) -> PollingWatcher:
+        """Return a polling watcher of the store (not started)."""
+        return PollingWatcher(
+            recorder,
+            root,
+            kinds,
+            settle=lambda kind, name: policy.effective(self.config, kind, name).settle,
+            interval=self.config.schedule.poll_interval,
+        )
 
     def _inotify_watcher(
         self, recorder: ChangeRecorder, root: Path, kinds: tuple[str, ...]

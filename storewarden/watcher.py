@@ -10,8 +10,12 @@ never with the versions at rest. Whatever a watch cannot see (a settled
 version changed in place, a watch the kernel refused) the reconcile job's
 full rescan corrects.
 
-Elsewhere, and with ``schedule.observer: polling``, a watchdog observer
-watches each kind directory recursively (:class:`ObserverWatcher`).
+With ``schedule.observer: polling`` (NFS), or where inotify cannot even
+watch the root and the kinds, :class:`PollingWatcher` looks at the same
+directories every ``schedule.poll_interval``: a thousand ``lstat`` calls
+for 50,000 versions over 500 names, not a walk of the store. On platforms
+without inotify a watchdog observer watches each kind directory
+recursively (:class:`ObserverWatcher`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import os
 import select
 import stat
 import struct
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +49,6 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from storewarden.index import Index, Touched
 from storewarden.logs import get_logger
@@ -135,13 +140,11 @@ class Watcher(Protocol):
         ...
 
 
-# -- watchdog observers: polling, and platforms without inotify ------------------------------
+# -- watchdog observers: platforms without inotify ------------------------------
 
 
-def make_observer(kind: str, polling_interval: float = 5.0) -> BaseObserver:
-    """Return a watchdog observer: ``polling``, or the platform's best (``auto``, ``inotify``)."""
-    if kind == "polling":
-        return PollingObserver(timeout=polling_interval)
+def make_observer() -> BaseObserver:
+    """Return the platform's watchdog observer (FSEvents, kqueue, ReadDirectoryChangesW...)."""
     from watchdog.observers import Observer  # noqa: PLC0415 - picks the platform's observer
 
     observer: BaseObserver = Observer()
@@ -151,9 +154,8 @@ def make_observer(kind: str, polling_interval: float = 5.0) -> BaseObserver:
 class ObserverWatcher:
     """A watchdog observer watching the root, and each kind directory recursively.
 
-    Used for ``schedule.observer: polling`` (filesystems without inotify,
-    such as NFS) and on platforms without inotify, where watchdog's own
-    observer (FSEvents, kqueue...) watches whole trees.
+    Used on platforms without inotify, where watchdog's own observer
+    (FSEvents, kqueue...) watches whole trees.
     """
 
     def __init__(
@@ -249,6 +251,346 @@ class NoWatcher:
 
     def stop(self) -> None:
         """Stop nothing."""
+
+
+# -- polling: kinds, names and settling versions only -----------------------------------------
+
+# A timestamp this close to the poll that read it may be followed, within the same
+# tick of the filesystem's clock, by a change that leaves it as it was (git's "racy"
+# entries): such a path is looked at again at the next poll whatever it shows then.
+RACY_NS = 50_000_000
+
+Signature = tuple[int, int, int, int, int]
+
+
+def _path_signature(path: str) -> Signature | None:
+    """Return what a change to the directory or file ``path`` moves; None if it is gone.
+
+    Inode (a rename over it), mtime and ctime (a write, an entry added or
+    removed), size, and link count (a directory's count moves with every
+    subdirectory added or removed, whatever the clock's resolution).
+    """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_nlink)
+
+
+def _tree_signature(path: str, limit: int) -> Signature | None:
+    """Return one signature for a version's whole tree: entries, newest times, bytes.
+
+    Walks at most ``limit`` directories (a version with more is still read
+    whole by each check that it touches, and by reconcile).
+    """
+    own = _path_signature(path)
+    if own is None:
+        return None
+    entries = newest_mtime = newest_ctime = total = 0
+    stack = [path]
+    walked = 0
+    while stack and walked < limit:
+        directory = stack.pop()
+        walked += 1
+        try:
+            with os.scandir(directory) as listing:
+                for entry in listing:
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    entries += 1
+                    newest_mtime = max(newest_mtime, info.st_mtime_ns)
+                    newest_ctime = max(newest_ctime, info.st_ctime_ns)
+                    total += info.st_size
+                    if stat.S_ISDIR(info.st_mode):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return (
+        own[0],
+        max(own[1], newest_mtime),
+        max(own[2], newest_ctime),
+        total,
+        entries,
+    )
+
+
+def _version_listing(path: str) -> dict[str, int]:
+    """Return the version directories in a name directory, each with its inode and ctime.
+
+    Both, folded into one number: a version removed and saved again under
+    its name may get the freed inode back, never the same ctime.
+    """
+    listing: dict[str, int] = {}
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if not (entry.is_dir(follow_symlinks=False) and is_version_entry(entry.name)):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                listing[sys.intern(entry.name)] = hash((info.st_ino, info.st_ctime_ns))
+    except OSError:
+        return {}
+    return listing
+
+
+class PollingWatcher:
+    """Polls what inotify would watch: the root, kinds, names, pointers and settling versions.
+
+    For filesystems without inotify (NFS), ``schedule.observer: polling``,
+    and when inotify cannot even watch the root and kinds. Every
+    ``interval`` seconds one thread compares a signature (inode, mtime,
+    ctime, size, link count) of the root, each kind directory, each name
+    directory and each name's ``latest``, and one of each version still
+    settling (its whole tree); whatever moved is recorded as touched, which
+    brings a check forward. A settled store of 50,000 versions over 500
+    names costs about a thousand ``lstat`` calls a poll, never a walk of the
+    whole store: a settled version changed in place is left to reconcile,
+    as with inotify.
+    """
+
+    name = "PollingWatcher"
+
+    def __init__(
+        self,
+        recorder: ChangeRecorder,
+        root: Path,
+        kinds: Iterable[str],
+        *,
+        settle: Callable[[str, str], float],
+        interval: float,
+    ) -> None:
+        self.recorder = recorder
+        self.root = str(root).rstrip("/") or "/"
+        self.kinds = tuple(kinds)
+        self.settle = settle
+        self.interval = interval
+        self._lock = threading.Lock()
+        # Root, kind and name directories and pointers, with their signatures.
+        self._structure: dict[str, Signature | None] = {}
+        # Settling versions, with the signature of their whole tree.
+        self._versions: dict[str, Signature | None] = {}
+        self._racy: set[str] = set()
+        # Each name directory's versions, with their inode and ctime: what a change of the
+        # directory added, removed or replaced is touched by itself, as inotify reports it.
+        self._listings: dict[str, dict[str, int]] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="storewarden-poll")
+        self.polls = 0
+
+    def start(self) -> None:
+        """Take the first signatures and start polling; raise OSError if the root is unreadable."""
+        os.listdir(self.root)
+        self._signatures_of_structure(self.root, 0)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling and join the thread."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def watch_count(self) -> int:
+        """Return 0: polling holds no kernel watches."""
+        return 0
+
+    def polled_paths(self) -> int:
+        """Return how many paths each poll looks at (directories, pointers, settling versions)."""
+        with self._lock:
+            return len(self._structure) + len(self._versions)
+
+    def watched_versions(self) -> set[str]:
+        """Return the paths of the settling versions polled now."""
+        with self._lock:
+            return set(self._versions)
+
+    def follow(self, index: Index, touched: set[Touched], now: datetime) -> None:
+        """Poll the versions a check found settling; stop polling the settled."""
+        for path in touched_versions(self.root, touched):
+            record = _record(index, Path(path))
+            if record is not None and settling(record, now, self.settle):
+                self._poll_version(record)
+        self._expire(index, now)
+
+    def resync(self, index: Index, now: datetime) -> None:
+        """After a full census: poll every kind, name and settling version; drop the rest."""
+        appeared = self._signatures_of_structure(self.root, 0, only_new=True)
+        if appeared:
+            self.recorder.record_paths(appeared)
+        for record in (*index.versions.values(), *index.others.values()):
+            if settling(record, now, self.settle):
+                self._poll_version(record)
+        self._expire(index, now)
+
+    def poll(self) -> None:
+        """Compare every signature once; record what moved (the thread calls this)."""
+        started = time.time_ns()
+        with self._lock:
+            structure = list(self._structure.items())
+            versions = list(self._versions.items())
+            racy, self._racy = self._racy, set()
+        changed: list[str] = []
+        for path, old in structure:
+            new = _path_signature(path)
+            if new != old or path in racy:
+                changed.extend(self._after_structure_change(path, new, started))
+        for path, old in versions:
+            new = _tree_signature(path, MAX_WATCHES_PER_VERSION)
+            if new != old or path in racy:
+                changed.append(path)
+                with self._lock:
+                    if path in self._versions:
+                        self._versions[path] = new
+                self._note_racy(path, new, started)
+        self.polls += 1
+        if changed:
+            self.recorder.record_paths(changed)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            try:
+                self.poll()
+            except Exception as error:  # broad on purpose: the poll thread must live on
+                get_logger().error("check_failed", error=f"poller: {type(error).__name__}: {error}")
+
+    def _poll_version(self, record: VersionRecord) -> None:
+        """Poll a settling version; if it changed since the census read it, record it now."""
+        path = str(record.path)
+        with self._lock:
+            if path in self._versions:
+                return
+        signature = _tree_signature(path, MAX_WATCHES_PER_VERSION)
+        with self._lock:
+            self._versions.setdefault(path, signature)
+        newest = 0 if signature is None else max(signature[1], signature[2])
+        if newest / 1e9 > record.last_change.timestamp() + 1e-5:
+            self.recorder.record_paths([path])  # written between the census and now
+
+    def _expire(self, index: Index, now: datetime) -> None:
+        with self._lock:
+            versions = list(self._versions)
+        for path in versions:
+            record = _record(index, Path(path))
+            if record is None:
+                if os.path.isdir(path):
+                    continue  # not read yet: the check that reads it decides
+            elif settling(record, now, self.settle):
+                continue
+            with self._lock:
+                self._versions.pop(path, None)
+                self._racy.discard(path)
+
+    def _after_structure_change(self, path: str, new: Signature | None, started: int) -> list[str]:
+        """Take in a change of the root, a kind, a name or a pointer; return the paths touched.
+
+        A name directory that changed is listed again, and the versions that
+        appeared, went or were replaced in it are touched; a name that went,
+        or a pointer, is itself touched. A kind or the root is not (that
+        would re-read every version below it); the names and kinds that
+        appeared or went are.
+        """
+        depth = self._depth(path)
+        pointer = depth == 3
+        with self._lock:
+            if new is None and not pointer:
+                self._structure.pop(path, None)
+                self._listings.pop(path, None)
+            elif path in self._structure:
+                self._structure[path] = new
+        self._note_racy(path, new, started)
+        if depth == 2 and new is not None:
+            touched = self._versions_changed_in(path)
+        else:
+            touched = [path] if depth >= 2 else []
+        if depth <= 1 and new is not None:
+            touched += self._signatures_of_structure(path, depth, only_new=True)
+        if new is None or depth <= 1:
+            touched += self._forget_gone_below(path)
+        return touched
+
+    def _versions_changed_in(self, name_path: str) -> list[str]:
+        """List a name directory again; return the versions that appeared, went or were replaced."""
+        listing = _version_listing(name_path)
+        with self._lock:
+            old = self._listings.get(name_path, {})
+            self._listings[name_path] = listing
+        return [
+            self._join(name_path, entry)
+            for entry in old.keys() | listing.keys()
+            if old.get(entry) != listing.get(entry)
+        ]
+
+    def _forget_gone_below(self, path: str) -> list[str]:
+        """Stop polling the kinds, names and pointers below ``path`` that are gone; return them."""
+        prefix = path.rstrip("/") + "/"
+        with self._lock:
+            below = [known for known in self._structure if known.startswith(prefix)]
+        gone = [known for known in below if not os.path.isdir(self._name_of(known))]
+        with self._lock:
+            for known in gone:
+                self._structure.pop(known, None)
+                self._listings.pop(known, None)
+        return gone
+
+    def _name_of(self, path: str) -> str:
+        """Return the directory that must exist for ``path`` to be polled (a pointer's name)."""
+        return path.rsplit("/", 1)[0] if self._depth(path) == 3 else path
+
+    def _note_racy(self, path: str, signature: Signature | None, started: int) -> None:
+        if signature is not None and max(signature[1], signature[2]) > started - RACY_NS:
+            with self._lock:
+                self._racy.add(path)
+
+    def _signatures_of_structure(
+        self, path: str, depth: int, *, only_new: bool = False
+    ) -> list[str]:
+        """Take signatures of ``path`` and of the kinds, names and pointers below it.
+
+        With ``only_new``, paths already known keep their signature; return
+        those found new (they appeared since: the caller records them).
+        """
+        started = time.time_ns()
+        found: list[str] = [path]
+        stack = [(path, depth)]
+        while stack:
+            directory, level = stack.pop()
+            for entry in _subdirectories(directory) if level < 2 else []:
+                if entry in self.kinds if level == 0 else is_store_name(entry):
+                    child = self._join(directory, entry)
+                    found.append(child)
+                    if level == 1:
+                        found.append(self._join(child, POINTER))
+                    stack.append((child, level + 1))
+        new: list[str] = []
+        for known in found:
+            with self._lock:
+                if only_new and known in self._structure:
+                    continue
+            signature = _path_signature(known)
+            if signature is None and self._depth(known) != 3:
+                continue  # gone already; a pointer is polled while it is missing
+            listing = _version_listing(known) if self._depth(known) == 2 else None
+            with self._lock:
+                self._structure[known] = signature
+                if listing is not None:
+                    self._listings[known] = listing
+            self._note_racy(known, signature, started)
+            new.append(known)
+        return new
+
+    def _join(self, first: str, *rest: str) -> str:
+        return "/".join((first.rstrip("/"), *rest)) if rest else first
+
+    def _depth(self, path: str) -> int:
+        if path == self.root:
+            return 0
+        return path[len(self.root) + 1 :].count("/") + 1
 
 
 # -- inotify ----------------------------------------------------------------------------------
@@ -527,22 +869,9 @@ class InotifyWatcher:
         Costs the number of versions watched or touched (and the versions of
         a touched name), not the store's size.
         """
-        versions: set[str] = set()
-        for kind, name, version in touched:
-            if name is None:
-                continue
-            if version is None or version == POINTER:  # what the name holds may have changed
-                directory = self._join(self.root, kind, name)
-                versions.update(
-                    self._join(directory, entry)
-                    for entry in _subdirectories(directory)
-                    if self._wanted(entry, 3)
-                )
-            else:
-                versions.add(self._join(self.root, kind, name, version))
-        for path in versions:
+        for path in touched_versions(self.root, touched):
             record = _record(index, Path(path))
-            if record is not None and self._settling(record, now):
+            if record is not None and settling(record, now, self.settle):
                 self._watch_tree(path, 3)
         self._expire(index, now)
         self._poll_failing(index, now)
@@ -556,17 +885,12 @@ class InotifyWatcher:
             elif os.path.isdir(path):
                 self._watch_names(path)
         for record in (*index.versions.values(), *index.others.values()):
-            if self._settling(record, now):
+            if settling(record, now, self.settle):
                 self._watch_tree(str(record.path), 3)
         self._expire(index, now)
         self._poll_failing(index, now)
 
     # -- what to watch --------------------------------------------------------------------
-
-    def _settling(self, record: VersionRecord, now: datetime) -> bool:
-        if not record.complete:
-            return True
-        return (now - record.last_change).total_seconds() < self.settle(record.kind, record.name)
 
     def _expire(self, index: Index, now: datetime) -> None:
         with self._lock:
@@ -576,7 +900,7 @@ class InotifyWatcher:
             if record is None:
                 if os.path.isdir(path):
                     continue  # not read yet: the check that reads it decides
-            elif self._settling(record, now):
+            elif settling(record, now, self.settle):
                 continue
             self._unwatch_version(path)
 
@@ -627,7 +951,7 @@ class InotifyWatcher:
         if depth == 2:
             return is_store_name(entry)
         if depth == 3:
-            return entry != POINTER and is_valid_tag_part(entry)
+            return is_version_entry(entry)
         return True
 
     def _add(self, path: str, depth: int) -> bool:
@@ -675,7 +999,7 @@ class InotifyWatcher:
         for path, entry in failing.items():
             if entry.version is not None:
                 record = _record(index, Path(entry.version))
-                if record is not None and not self._settling(record, now):
+                if record is not None and not settling(record, now, self.settle):
                     with self._lock:
                         self._failing.pop(path, None)
                     continue
@@ -750,3 +1074,38 @@ def _subdirectories(path: str) -> list[str]:
 
 def _record(index: Index, path: Path) -> VersionRecord | None:
     return index.versions.get(path) or index.others.get(path)
+
+
+def is_version_entry(entry: str) -> bool:
+    """Return whether an entry of a name directory can be a version (not the pointer)."""
+    return entry != POINTER and is_valid_tag_part(entry)
+
+
+def settling(record: VersionRecord, now: datetime, settle: Callable[[str, str], float]) -> bool:
+    """Return whether a version is still being written: incomplete, or changed within settle."""
+    if not record.complete:
+        return True
+    return (now - record.last_change).total_seconds() < settle(record.kind, record.name)
+
+
+def touched_versions(root: str, touched: Iterable[Touched]) -> set[str]:
+    """Return the paths of the versions ``touched`` may have changed.
+
+    A touched version is itself; a touched name (or its pointer) is every
+    version directory it holds now, since what it holds may have changed.
+    """
+    base = root.rstrip("/")
+    versions: set[str] = set()
+    for kind, name, version in touched:
+        if name is None:
+            continue
+        if version is None or version == POINTER:
+            directory = f"{base}/{kind}/{name}"
+            versions.update(
+                f"{directory}/{entry}"
+                for entry in _subdirectories(directory)
+                if is_version_entry(entry)
+            )
+        else:
+            versions.add(f"{base}/{kind}/{name}/{version}")
+    return versions

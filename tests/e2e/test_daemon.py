@@ -122,8 +122,9 @@ def used_percent(path: Path) -> float:
 
 @pytest.mark.slow
 @pytest.mark.tmpfs
+@pytest.mark.parametrize("observer", ["auto", "polling"])
 def test_daemon_brings_a_filling_tmpfs_under_the_low_mark_oldest_first(
-    tmpfs: Callable[[str], Path], start_daemon: Callable[..., DaemonProcess]
+    tmpfs: Callable[[str], Path], start_daemon: Callable[..., DaemonProcess], observer: str
 ) -> None:
     store = tmpfs("64m")
     (store / "models").mkdir()
@@ -138,6 +139,7 @@ def test_daemon_brings_a_filling_tmpfs_under_the_low_mark_oldest_first(
         store,
         trigger={"high_percent": 70, "low_percent": 50},
         protect={"pins": ["keeper:*"]},
+        schedule={"observer": observer, "poll_interval": "0.5s"},
     )
     daemon = start_daemon(config)
     daemon.wait_for(lambda events: any(e["event"] == "daemon_ready" for e in events), "ready")
@@ -242,15 +244,21 @@ def test_sighup_applies_a_valid_config_and_keeps_the_old_one_when_broken(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("observer", ["auto", "polling"])
 def test_a_version_deleted_by_someone_else_is_gone_not_removed(
-    store: Path, start_daemon: Callable[..., DaemonProcess]
+    store: Path, start_daemon: Callable[..., DaemonProcess], observer: str
 ) -> None:
     for index in range(3):
         make_version(
             store, "iris", f"v{index}x", created=datetime.now(tz=UTC) - timedelta(days=5 - index)
         )
     point_latest(store, "iris", "v2x")
-    daemon = start_daemon(fast_config(store))
+    daemon = start_daemon(
+        fast_config(
+            store,
+            schedule={"observer": observer, "poll_interval": "0.5s", "reconcile_interval": "10m"},
+        )
+    )
     daemon.wait_for(lambda events: any(e["event"] == "daemon_ready" for e in events), "ready")
     shutil.rmtree(store / "models" / "iris" / "v0x")
     daemon.wait_for(
@@ -309,12 +317,13 @@ def test_daemon_speaks_the_systemd_notify_protocol(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("observer", ["auto", "polling"])
 def test_a_kind_directory_that_appears_after_start_is_watched(
-    tmp_path: Path, start_daemon: Callable[..., DaemonProcess]
+    tmp_path: Path, start_daemon: Callable[..., DaemonProcess], observer: str
 ) -> None:
     store = tmp_path / "fresh-agent"
     store.mkdir()  # the root exists, models/ does not yet
-    config = fast_config(store)
+    config = fast_config(store, schedule={"observer": observer, "poll_interval": "0.5s"})
     config["schedule"]["reconcile_interval"] = "10m"  # only the watcher can see what follows
     daemon = start_daemon(config)
     daemon.wait_for(lambda events: any(e["event"] == "daemon_ready" for e in events), "ready")

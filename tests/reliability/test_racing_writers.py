@@ -166,8 +166,9 @@ def parse_lines(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.parametrize("observer", ["auto", "polling"])
 def test_writers_racing_a_daemon_under_pressure_never_see_an_error_or_a_broken_latest(
-    tmp_path: Path, samplers: list[LatestSampler]
+    tmp_path: Path, samplers: list[LatestSampler], observer: str
 ) -> None:
     root = tmp_path / "bentoml"
     (root / "models").mkdir(parents=True)
@@ -186,6 +187,8 @@ def test_writers_racing_a_daemon_under_pressure_never_see_an_error_or_a_broken_l
                     "check_interval": "1s",
                     "reconcile_interval": "10s",
                     "debounce": "0.2s",
+                    "observer": observer,
+                    "poll_interval": "0.5s",
                 },
             }
         )

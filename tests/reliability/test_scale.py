@@ -97,8 +97,9 @@ def stamp(event: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(event["timestamp"])
 
 
+@pytest.mark.parametrize("observer", ["inotify", "polling"])
 def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
-    tmp_path: Path, audit: Audit, run_daemon: Callable[[dict[str, Any]], Daemon]
+    tmp_path: Path, audit: Audit, run_daemon: Callable[[dict[str, Any]], Daemon], observer: str
 ) -> None:
     store = tmp_path / "bentoml"
     (store / "models").mkdir(parents=True)
@@ -112,7 +113,7 @@ def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
     )
     assert generated.version_count == VERSIONS
     process = psutil.Process()
-    daemon = run_daemon(config_for(store))
+    daemon = run_daemon(config_for(store, observer=observer, poll_interval="0.5s"))
     rss_before = process.memory_info().rss
 
     started = datetime.now(tz=UTC)
@@ -189,7 +190,7 @@ def test_an_observer_that_cannot_watch_degrades_with_a_warning_and_changes_are_s
         "v2 seen by the degraded observer",
     )
     (ready,) = audit.named("daemon_ready")
-    assert ready["observer"] == "PollingObserver"
+    assert ready["observer"] == "PollingWatcher"
     degraded = audit.named("observer_degraded")
     if how == "inotify-at-its-watch-limit":
         assert [(e["observer"], e["level"]) for e in degraded] == [("polling", "warning")]

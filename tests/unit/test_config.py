@@ -385,6 +385,10 @@ def test_the_error_message_names_the_source_and_lists_each_problem_on_its_own_li
             "at 'schedule.observer': Input should be 'auto', 'inotify' or 'polling'",
         ),
         (
+            {"schedule": {"poll_interval": "0.01s"}},
+            "at 'schedule.poll_interval': Input should be greater than or equal to 0.1",
+        ),
+        (
             {"schedule": {"check_interval": "0s"}},
             "at 'schedule.check_interval': Input should be greater than or equal to 1",
         ),
