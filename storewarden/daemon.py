@@ -111,6 +111,7 @@ class Daemon:
         self.protected_bytes: int | None = None
         self.forecast: forecasting.Forecast | None = None
         self._warned: set[str] = set()
+        self._flows_at: tuple[int, int] | None = None
         self.metrics = Metrics()
 
     # -- public ---------------------------------------------------------------------
@@ -192,6 +193,7 @@ class Daemon:
             self.log.warning("prune_skipped", reason="locked by another warden; recovery deferred")
         index = Index(engine.root, self.config.kinds)
         index.load(engine.census())
+        self._flows_at = None  # a new index: its first sample works its flows out afresh
         release_memory()
         self._engine, self._index = engine, index
         self._recorder = ChangeRecorder(index, self._on_change)
@@ -466,7 +468,15 @@ class Daemon:
 
     def _record_history(self, engine: Engine, index: Index, usage: Usage) -> None:
         """Append this check's sample, forecast from the history, warn when a time is short."""
-        engine.record_history(index.versions.values(), usage, protected=self.protected_bytes)
+        # After this process's first sample, the index's running flows; the first works
+        # them out from the versions' arrival (what came while no daemon ran).
+        flows = None
+        if self._flows_at is not None:
+            flows = (index.written - self._flows_at[0], index.freed - self._flows_at[1])
+        if engine.record_history(
+            index.versions.values(), usage, protected=self.protected_bytes, flows=flows
+        ):
+            self._flows_at = (index.written, index.freed)
         self.forecast = forecasting.forecast(
             engine.history.load(), usage, self.config, protected_bytes=self.protected_bytes
         )

@@ -24,7 +24,7 @@ from storewarden.cache import FILE_NAME as CACHE_FILE
 from storewarden.cache import CensusCache
 from storewarden.config import Config
 from storewarden.execute import QUARANTINE_FILE, Attempt, Executor, Quarantine, Run, Step
-from storewarden.history import History, HistoryError
+from storewarden.history import History, HistoryError, Sample
 from storewarden.layout import spans
 from storewarden.logs import check_log_file, get_logger
 from storewarden.paths import state_directory
@@ -498,16 +498,21 @@ class Engine:
         return self.pruner.recover(lambda: self.usage(0).used_percent, self.census)
 
     def record_history(
-        self, records: Iterable[VersionRecord], current: Usage, *, protected: int | None
-    ) -> None:
+        self,
+        records: Iterable[VersionRecord],
+        current: Usage,
+        *,
+        protected: int | None,
+        flows: tuple[int, int] | None = None,
+    ) -> Sample | None:
         """Append one usage sample to the history (never for a read-only command).
 
         Only into the warden's own marked state directory: a dry run that
         never made one does not make one for this.
         """
         if self.read_only or not (self.state_dir / STATE_MARKER).is_file():
-            return
-        self.history.record(self.clock(), current, records, protected=protected)
+            return None
+        return self.history.record(self.clock(), current, records, protected=protected, flows=flows)
 
     def forecast(self, plan: Plan) -> tuple[forecasting.Forecast | None, str | None]:
         """Return the fill forecast from the history on disk, or None and what is wrong with it.

@@ -202,6 +202,8 @@ class History:
         self.previous: dict[Path, int] | None = None
         self._last_monotonic: float | None = None
         self._failed: str | None = None
+        # The file as this process last wrote it: (inode, size, mtime); None when unknown.
+        self._stamp: tuple[int, int, int] | None = None
         self.log = get_logger()
 
     def read(self) -> list[Sample]:
@@ -240,20 +242,27 @@ class History:
         records: Iterable[VersionRecord],
         *,
         protected: int | None = None,
+        flows: tuple[int, int] | None = None,
     ) -> Sample | None:
         """Append one sample for ``usage`` and the versions now; return it (None if unwritten).
+
+        ``flows`` is (written, freed) since this process's previous sample
+        when the caller keeps them (the daemon's index does); without it they
+        are worked out from ``records`` (see :func:`growth`). The samples are
+        read again only when the file is not as this process left it.
 
         A failure to write (a full disk, a read-only state directory) is
         logged once per distinct error as ``history_failed``; the daemon and
         the prune go on without it.
         """
-        records = list(records)
+        records = [] if flows is not None else list(records)
         try:
             with self._locked():
-                self.samples = None  # another process may have appended since
+                if self._stamp is None or self._stamp != self._stamp_now():
+                    self.samples = None  # another process appended or replaced it since
                 samples = self.load()
                 since = samples[-1].time if samples else None
-                written, freed = growth(self.previous, since, records)
+                written, freed = flows or growth(self.previous, since, records)
                 tick = time.monotonic()
                 elapsed = None if self._last_monotonic is None else tick - self._last_monotonic
                 sample = Sample(  # rounded as written, so the sample returned is the one read
@@ -269,6 +278,7 @@ class History:
                 )
                 samples.append(sample)
                 self._write(samples, sample)
+                self._stamp = self._stamp_now()
         except OSError as error:
             message = f"{type(error).__name__}: {error.strerror or error}"
             if message != self._failed:
@@ -277,8 +287,15 @@ class History:
             return None
         self._failed = None
         self._last_monotonic = tick
-        self.previous = {record.path: record.bytes for record in records}
+        self.previous = None if flows is not None else {r.path: r.bytes for r in records}
         return sample
+
+    def _stamp_now(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
 
     def _write(self, samples: list[Sample], sample: Sample) -> None:
         size = self.path.stat().st_size if self.path.exists() else 0

@@ -68,6 +68,11 @@ class Index:
     # metrics it updates) reads them in O(1) however large the store is.
     bytes_by_kind: dict[str, int] = field(default_factory=dict)
     versions_by_kind: dict[str, int] = field(default_factory=dict)
+    # Bytes of managed versions that appeared or grew (written) and that left or shrank
+    # (freed), summed per version over every change seen: the history's gross flows,
+    # read as differences between two samples in O(1) instead of a pass over the store.
+    written: int = 0
+    freed: int = 0
 
     @property
     def watched_kinds(self) -> tuple[Kind, ...]:
@@ -86,9 +91,23 @@ class Index:
         )
         self.versions_by_kind[record.kind] = self.versions_by_kind.get(record.kind, 0) + sign
 
+    def _flow(self, kind: str, before: int, after: int) -> None:
+        if kind not in self.kinds:
+            return
+        if after > before:
+            self.written += after - before
+        else:
+            self.freed += before - after
+
     def load(self, snapshot: Snapshot) -> tuple[int, int, int]:
         """Replace the index with a census; return (added, gone, changed) against the old one."""
         fresh = {record.path: record for record in snapshot.versions}
+        for path, record in fresh.items():
+            old = self.versions.get(path)
+            self._flow(record.kind, old.bytes if old is not None else 0, record.bytes)
+        for path, old in self.versions.items():
+            if path not in fresh:
+                self._flow(old.kind, old.bytes, 0)
         added = sum(1 for path in fresh if path not in self.versions)
         gone = sum(1 for path in self.versions if path not in fresh)
         changed = sum(
@@ -140,6 +159,7 @@ class Index:
         record = self.versions.pop(path, None) or self.others.pop(path, None)
         if record is not None:
             self._count(record, -1)
+            self._flow(record.kind, record.bytes, 0)
 
     def record_pointer(self, kind: str, name: str, target: str | None) -> None:
         """Record a pointer change the daemon itself made, so its event is not reported again."""
@@ -234,6 +254,7 @@ class Index:
                 record = replace(record, arrived=old.arrived)  # first seen stays first seen
         holder[path] = record
         self._count(record, +1)
+        self._flow(kind, old.bytes if old is not None else 0, record.bytes)
         if kind in self.kinds and record.complete and (old is None or not old.complete):
             return Change("added", record)
         return None

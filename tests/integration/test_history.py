@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from storewarden import history
 from storewarden.config import build_config
 from storewarden.engine import Engine
 from storewarden.history import History
+from storewarden.index import Index
 from storewarden.prune import STATE_MARKER
 from storewarden.store import census
 from storewarden.usage import Usage
@@ -99,3 +103,61 @@ def test_a_prune_appends_a_sample_with_what_it_protected(store: Path) -> None:
     assert sample.store == snapshot.store_bytes
     assert json.loads(engine.history.path.read_text().splitlines()[0]) == history.HEADER
     assert result.removed == ()
+
+
+def test_the_daemons_running_flows_equal_the_growth_between_two_looks(store: Path) -> None:
+    make_version(store, "iris", "grows", size=8192)
+    make_version(store, "iris", "goes", size=16384)
+    make_version(store, "iris", "stays", size=4096)
+    index = Index(store, ("models",))
+    index.load(census(store, ("models",)))
+    before = {record.path: record.bytes for record in index.versions.values()}
+    start = (index.written, index.freed)
+
+    with (store / "models" / "iris" / "grows" / "more.bin").open("wb") as grown:
+        grown.write(b"x" * 50_000)
+    shutil.rmtree(store / "models" / "iris" / "goes")
+    make_version(store, "iris", "new", size=65536)
+    index.refresh([("models", "iris", version) for version in ("grows", "goes", "new")])
+    index.refresh([("models", "iris", "stays")])  # read again, unchanged: no flow
+
+    flows = (index.written - start[0], index.freed - start[1])
+    assert flows == history.growth(before, None, index.versions.values())
+    assert flows[0] >= 50_000 + 65536
+    assert flows[1] >= 16384
+
+    # A reconcile (a whole census loaded over the index) counts what events missed.
+    before = {record.path: record.bytes for record in index.versions.values()}
+    start = (index.written, index.freed)
+    shutil.rmtree(store / "models" / "iris" / "stays")
+    make_version(store, "iris", "unseen", size=32768)
+    index.load(census(store, ("models",)))
+    flows = (index.written - start[0], index.freed - start[1])
+    assert flows == history.growth(before, None, index.versions.values())
+    assert flows[0] >= 32768
+
+
+def test_a_sample_reads_the_history_again_only_after_another_process_wrote_it(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = state_dir(store)
+    daemon, prune = History(state), History(state)
+    first = daemon.record(NOW, USAGE, (), flows=(10, 0))
+    reads: list[Path] = []
+    real_read = History.read
+
+    def counted(self: History) -> list[history.Sample]:
+        reads.append(self.path)
+        return real_read(self)
+
+    monkeypatch.setattr(History, "read", counted)
+    second = daemon.record(NOW, USAGE, (), flows=(20, 0))
+    assert reads == []  # the file is as this process left it: the samples in memory serve
+    other = prune.record(NOW, USAGE, ())
+    third = daemon.record(NOW, USAGE, (), flows=(30, 5))
+
+    assert len(reads) == 2  # the prune read it once; the daemon again after the prune wrote
+    assert daemon.load() == [first, second, other, third]
+    assert History(state).read() == [first, second, other, third]
+    assert third is not None
+    assert (third.written, third.freed) == (30, 5)
