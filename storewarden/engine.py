@@ -430,7 +430,12 @@ class Engine:
                     uninspectable=scan.uninspectable,
                     versions_in_use=len(scan.holders),
                 )
-        final = policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+        # The planner is pure: with nothing held, the draft is the final plan already.
+        final = (
+            policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+            if scan.holders
+            else draft
+        )
         self._snapshot = snapshot
         self._report_references(snapshot, final)
         return PlanView(final, snapshot, scan, now)
