@@ -280,6 +280,8 @@ class History:
                 self._write(samples, sample)
                 self._stamp = self._stamp_now()
         except OSError as error:
+            # What is in memory may hold the sample that was not written: read again next time.
+            self.samples, self._stamp = None, None
             message = f"{type(error).__name__}: {error.strerror or error}"
             if message != self._failed:
                 self.log.warning("history_failed", path=str(self.path), error=message)

@@ -116,7 +116,7 @@ class Watcher(Protocol):
 
     @property
     def name(self) -> str:
-        """Return what watches, for ``daemon_ready`` (``InotifyWatcher``, ``PollingObserver``)."""
+        """Return what watches, for ``daemon_ready`` (``InotifyWatcher``, ``PollingWatcher``)."""
         ...
 
     def start(self) -> None:
@@ -258,9 +258,18 @@ class NoWatcher:
 # A timestamp this close to the poll that read it may be followed, within the same
 # tick of the filesystem's clock, by a change that leaves it as it was (git's "racy"
 # entries): such a path is looked at again at the next poll whatever it shows then.
-RACY_NS = 50_000_000
+# Two seconds: FAT's granularity, and NFS times come from the server's clock.
+RACY_NS = 2_000_000_000
+# Entries looked at in one settling version per poll at most (a save of many small files);
+# past that the version is read whole by each check that touches it, and by reconcile.
+MAX_ENTRIES_PER_POLL = 2_000
+# A settling version whose tree has not moved for this many polls is looked at only every
+# QUIET_EVERY polls: an abandoned save stays "settling" until it is removed as abandoned.
+QUIET_AFTER = 30
+QUIET_EVERY = 10
+_GONE = (errno.ENOENT, errno.ENOTDIR)
 
-Signature = tuple[int, int, int, int, int]
+Signature = tuple[int, ...]
 
 
 def _path_signature(path: str) -> Signature | None:
@@ -268,28 +277,48 @@ def _path_signature(path: str) -> Signature | None:
 
     Inode (a rename over it), mtime and ctime (a write, an entry added or
     removed), size, and link count (a directory's count moves with every
-    subdirectory added or removed, whatever the clock's resolution).
+    subdirectory added or removed, whatever the clock's resolution); for a
+    symlink (a ``latest`` linked to a file), the same of what it leads to.
+    Raise OSError for anything but "gone" (EIO, ESTALE, EMFILE...): the
+    caller keeps what it knew and looks again.
     """
     try:
         info = os.lstat(path)
+    except OSError as error:
+        if error.errno in _GONE:
+            return None
+        raise
+    own = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_nlink)
+    if not stat.S_ISLNK(info.st_mode):
+        return own
+    try:
+        target = os.stat(path)
     except OSError:
-        return None
-    return (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_nlink)
+        return own
+    return (*own, target.st_ino, target.st_mtime_ns, target.st_ctime_ns, target.st_size)
 
 
 def _tree_signature(path: str, limit: int) -> Signature | None:
     """Return one signature for a version's whole tree: entries, newest times, bytes.
 
-    Walks at most ``limit`` directories (a version with more is still read
-    whole by each check that it touches, and by reconcile).
+    None if ``path`` is gone or no longer a directory (a symlink is never
+    followed). Walks at most ``limit`` directories and
+    :data:`MAX_ENTRIES_PER_POLL` entries. Raise OSError as
+    :func:`_path_signature` does.
     """
-    own = _path_signature(path)
-    if own is None:
+    try:
+        info = os.lstat(path)
+    except OSError as error:
+        if error.errno in _GONE:
+            return None
+        raise
+    if not stat.S_ISDIR(info.st_mode):
         return None
+    own = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
     entries = newest_mtime = newest_ctime = total = 0
     stack = [path]
     walked = 0
-    while stack and walked < limit:
+    while stack and walked < limit and entries < MAX_ENTRIES_PER_POLL:
         directory = stack.pop()
         walked += 1
         try:
@@ -305,6 +334,8 @@ def _tree_signature(path: str, limit: int) -> Signature | None:
                     total += info.st_size
                     if stat.S_ISDIR(info.st_mode):
                         stack.append(entry.path)
+                    if entries >= MAX_ENTRIES_PER_POLL:
+                        break
         except OSError:
             continue
     return (
@@ -316,11 +347,21 @@ def _tree_signature(path: str, limit: int) -> Signature | None:
     )
 
 
-def _version_listing(path: str) -> dict[str, int]:
+def _is_directory(path: str) -> bool:
+    """Return whether ``path`` is a directory itself (a symlink to one is not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _version_listing(path: str) -> dict[str, int] | None:
     """Return the version directories in a name directory, each with its inode and ctime.
 
     Both, folded into one number: a version removed and saved again under
-    its name may get the freed inode back, never the same ctime.
+    its name may get the freed inode back, and a new ctime unless within
+    one tick of the filesystem's clock (then the racy look catches it).
+    None if the directory cannot be listed now.
     """
     listing: dict[str, int] = {}
     try:
@@ -334,8 +375,26 @@ def _version_listing(path: str) -> dict[str, int]:
                     continue
                 listing[sys.intern(entry.name)] = hash((info.st_ino, info.st_ctime_ns))
     except OSError:
-        return {}
+        return None
     return listing
+
+
+def _pointer_content(path: str) -> str | None:
+    """Return what a pointer says as it stands (a link's text, or a file's first 4 KiB)."""
+    try:
+        if os.path.islink(path):
+            return "link:" + os.readlink(path) + "\0" + _read_head(path)
+        return _read_head(path)
+    except OSError:
+        return None
+
+
+def _read_head(path: str) -> str:
+    try:
+        with open(path, "rb") as pointer:
+            return pointer.read(4096).decode("utf-8", "replace")
+    except OSError as error:
+        return f"unreadable:{error.errno}"
 
 
 class PollingWatcher:
@@ -375,11 +434,17 @@ class PollingWatcher:
         # Settling versions, with the signature of their whole tree.
         self._versions: dict[str, Signature | None] = {}
         self._racy: set[str] = set()
+        # What each racy pointer said when it was found racy: a pointer unchanged in its
+        # signature but rewritten in place within a tick says something else at the next look.
+        self._said: dict[str, str | None] = {}
+        # Polls in a row each settling version's tree has not moved.
+        self._quiet: dict[str, int] = {}
         # Each name directory's versions, with their inode and ctime: what a change of the
         # directory added, removed or replaced is touched by itself, as inotify reports it.
         self._listings: dict[str, dict[str, int]] = {}
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="storewarden-poll")
+        # A daemon thread: an lstat hung on a hard NFS mount must not hold the process's exit.
+        self._thread = threading.Thread(target=self._run, name="storewarden-poll", daemon=True)
         self.polls = 0
 
     def start(self) -> None:
@@ -417,8 +482,14 @@ class PollingWatcher:
         self._expire(index, now)
 
     def resync(self, index: Index, now: datetime) -> None:
-        """After a full census: poll every kind, name and settling version; drop the rest."""
+        """After a full census: poll every kind, name and settling version; drop the rest.
+
+        What the census and the listings disagree on (a version saved or
+        removed while the census ran, before the first signatures were
+        taken) is recorded as touched.
+        """
         appeared = self._signatures_of_structure(self.root, 0, only_new=True)
+        appeared += self._disagreeing(index)
         if appeared:
             self.recorder.record_paths(appeared)
         for record in (*index.versions.values(), *index.others.values()):
@@ -427,28 +498,48 @@ class PollingWatcher:
         self._expire(index, now)
 
     def poll(self) -> None:
-        """Compare every signature once; record what moved (the thread calls this)."""
+        """Compare every signature once; record what moved (the thread calls this).
+
+        A path that cannot be looked at now (EIO, ESTALE...) keeps what was
+        known of it and is looked at again at the next poll.
+        """
         started = time.time_ns()
         with self._lock:
             structure = list(self._structure.items())
             versions = list(self._versions.items())
             racy, self._racy = self._racy, set()
         changed: list[str] = []
-        for path, old in structure:
-            new = _path_signature(path)
-            if new != old or path in racy:
-                changed.extend(self._after_structure_change(path, new, started))
-        for path, old in versions:
-            new = _tree_signature(path, MAX_WATCHES_PER_VERSION)
-            if new != old or path in racy:
-                changed.append(path)
+        try:
+            for path, old in structure:
+                try:
+                    new = _path_signature(path)
+                except OSError:
+                    self._retry(path)
+                    continue
+                if new != old:
+                    changed.extend(self._after_structure_change(path, new, started))
+                elif path in racy:
+                    changed.extend(self._look_again(path, started))
+            for path, old in versions:
+                if not self._due(path, racy):
+                    continue
+                try:
+                    new = _tree_signature(path, MAX_WATCHES_PER_VERSION)
+                except OSError:
+                    self._retry(path)
+                    continue
+                moved = new != old
                 with self._lock:
+                    self._quiet[path] = 0 if moved else self._quiet.get(path, 0) + 1
                     if path in self._versions:
                         self._versions[path] = new
-                self._note_racy(path, new, started)
-        self.polls += 1
-        if changed:
-            self.recorder.record_paths(changed)
+                if moved or path in racy:
+                    changed.append(path)
+                    self._note_racy(path, new, started)
+            self.polls += 1
+        finally:
+            if changed:
+                self.recorder.record_paths(changed)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -459,13 +550,40 @@ class PollingWatcher:
             except Exception as error:  # broad on purpose: the poll thread must live on
                 get_logger().error("check_failed", error=f"poller: {type(error).__name__}: {error}")
 
+    def _due(self, path: str, racy: set[str]) -> bool:
+        """Return whether a settling version is looked at in this poll (quiet ones less often)."""
+        with self._lock:
+            quiet = self._quiet.get(path, 0)
+        return path in racy or quiet < QUIET_AFTER or self.polls % QUIET_EVERY == 0
+
+    def _retry(self, path: str) -> None:
+        with self._lock:
+            self._racy.add(path)
+
+    def _look_again(self, path: str, started: int) -> list[str]:
+        """A racy path whose signature did not move: look at what it holds; return what changed."""
+        depth = self._depth(path)
+        if depth == 3:  # a pointer: rewritten in place within one tick says something else
+            said = _pointer_content(path)
+            with self._lock:
+                before = self._said.pop(path, said)
+            if said != before:
+                return [path]
+            return []
+        with self._lock:
+            signature = self._structure.get(path)
+        return self._after_structure_change(path, signature, started)
+
     def _poll_version(self, record: VersionRecord) -> None:
         """Poll a settling version; if it changed since the census read it, record it now."""
         path = str(record.path)
         with self._lock:
             if path in self._versions:
                 return
-        signature = _tree_signature(path, MAX_WATCHES_PER_VERSION)
+        try:
+            signature = _tree_signature(path, MAX_WATCHES_PER_VERSION)
+        except OSError:
+            signature = None  # unreadable now: the first poll finds it moved and records it
         with self._lock:
             self._versions.setdefault(path, signature)
         newest = 0 if signature is None else max(signature[1], signature[2])
@@ -478,13 +596,29 @@ class PollingWatcher:
         for path in versions:
             record = _record(index, Path(path))
             if record is None:
-                if os.path.isdir(path):
+                if _is_directory(path):
                     continue  # not read yet: the check that reads it decides
             elif settling(record, now, self.settle):
                 continue
             with self._lock:
                 self._versions.pop(path, None)
+                self._quiet.pop(path, None)
                 self._racy.discard(path)
+
+    def _disagreeing(self, index: Index) -> list[str]:
+        """Return the versions the listings and ``index`` disagree on (one side has them)."""
+        indexed = {str(path) for path in (*index.versions, *index.others)}
+        with self._lock:
+            listed = {
+                self._join(name, entry)
+                for name, entries in self._listings.items()
+                for entry in entries
+            }
+            names = set(self._listings)
+        return sorted(
+            (listed - indexed)
+            | {path for path in indexed - listed if path.rsplit("/", 1)[0] in names}
+        )
 
     def _after_structure_change(self, path: str, new: Signature | None, started: int) -> list[str]:
         """Take in a change of the root, a kind, a name or a pointer; return the paths touched.
@@ -505,7 +639,7 @@ class PollingWatcher:
                 self._structure[path] = new
         self._note_racy(path, new, started)
         if depth == 2 and new is not None:
-            touched = self._versions_changed_in(path)
+            touched = self._versions_changed_in(path, started)
         else:
             touched = [path] if depth >= 2 else []
         if depth <= 1 and new is not None:
@@ -514,9 +648,15 @@ class PollingWatcher:
             touched += self._forget_gone_below(path)
         return touched
 
-    def _versions_changed_in(self, name_path: str) -> list[str]:
-        """List a name directory again; return the versions that appeared, went or were replaced."""
+    def _versions_changed_in(self, name_path: str, started: int) -> list[str]:
+        """List a name directory again; return the versions that appeared, went or were replaced.
+
+        A listing that fails keeps the last one, and is tried again at the next poll.
+        """
         listing = _version_listing(name_path)
+        if listing is None:
+            self._retry(name_path)
+            return []
         with self._lock:
             old = self._listings.get(name_path, {})
             self._listings[name_path] = listing
@@ -543,9 +683,13 @@ class PollingWatcher:
         return path.rsplit("/", 1)[0] if self._depth(path) == 3 else path
 
     def _note_racy(self, path: str, signature: Signature | None, started: int) -> None:
-        if signature is not None and max(signature[1], signature[2]) > started - RACY_NS:
-            with self._lock:
-                self._racy.add(path)
+        if signature is None or max(signature[1], signature[2]) <= started - RACY_NS:
+            return
+        said = _pointer_content(path) if self._depth(path) == 3 else None
+        with self._lock:
+            self._racy.add(path)
+            if self._depth(path) == 3:
+                self._said[path] = said
 
     def _signatures_of_structure(
         self, path: str, depth: int, *, only_new: bool = False
@@ -572,7 +716,10 @@ class PollingWatcher:
             with self._lock:
                 if only_new and known in self._structure:
                     continue
-            signature = _path_signature(known)
+            try:
+                signature = _path_signature(known)
+            except OSError:
+                continue  # unreadable now: found new at the next look at its parent
             if signature is None and self._depth(known) != 3:
                 continue  # gone already; a pointer is polled while it is missing
             listing = _version_listing(known) if self._depth(known) == 2 else None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from storewarden import history
+from storewarden import durable, history
 from storewarden.config import build_config
 from storewarden.engine import Engine
 from storewarden.history import History
@@ -161,3 +162,21 @@ def test_a_sample_reads_the_history_again_only_after_another_process_wrote_it(
     assert History(state).read() == [first, second, other, third]
     assert third is not None
     assert (third.written, third.freed) == (30, 5)
+
+
+def test_a_sample_that_could_not_be_written_is_not_kept_in_memory_either(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    board = History(state_dir(store))
+    first = board.record(NOW, USAGE, (), flows=(0, 0))
+    real = durable.append_line
+
+    def disk_full(path: Path, line: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(durable, "append_line", disk_full)
+    assert board.record(NOW, USAGE, (), flows=(1000, 0)) is None
+    monkeypatch.setattr(durable, "append_line", real)
+    third = board.record(NOW, USAGE, (), flows=(1500, 0))  # the daemon carries the 1000 on
+
+    assert board.load() == History(board.path.parent).read() == [first, third]
