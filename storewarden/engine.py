@@ -332,7 +332,9 @@ class Engine:
         # Only by a command that writes anyway, and only into the warden's own directory.
         if not self.read_only and (self.state_dir / STATE_MARKER).is_file():
             cache.save()
-        self._cache = cache
+        # Kept for the re-read of bentos (current_references) only: the rows of every
+        # model version need not outlive the census.
+        self._cache = cache.only("bentos")
         for problem in snapshot.problems:
             self._report_once(
                 "store_problem",
