@@ -432,7 +432,13 @@ class Engine:
                     uninspectable=scan.uninspectable,
                     versions_in_use=len(scan.holders),
                 )
-        final = policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+        # Pure: with nothing in use the final plan is the draft. Planning it again would
+        # cost a second set of Kept records alive at once (MBs at 50,000 versions).
+        final = (
+            policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
+            if scan.holders
+            else draft
+        )
         self._snapshot = snapshot
         self._report_references(snapshot, final)
         return PlanView(final, snapshot, scan, now)
