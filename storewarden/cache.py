@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from storewarden import durable
-from storewarden.store import NO_LABELS, Kind, Stamp, VersionRecord, is_valid_tag_part
+from storewarden.store import Kind, Stamp, VersionRecord, is_valid_tag_part, shared_labels
 
 # 2: a bento's record holds the model tags it needs. 3: an arrival keeps its stamp.
 FORMAT = 4
@@ -51,8 +51,8 @@ def _record(
         path=path,
         creation_time=datetime.fromtimestamp(float(created), tz=UTC),
         creation_time_estimated=bool(estimated),
-        labels={str(key): str(value) for key, value in dict(labels).items()} or NO_LABELS,
-        bytes=int(size),
+        labels=shared_labels({str(key): str(value) for key, value in dict(labels).items()}),
+        bytes=_detached(int(size)),
         last_change=datetime.fromtimestamp(float(changed), tz=UTC),
         complete=True,
         problem="no usable creation_time; directory mtime used" if estimated else None,
@@ -60,6 +60,17 @@ def _record(
         reference_problems=_texts(needs_problems) if kind == "bentos" else (),
         arrived=arrived,
     )
+
+
+def _detached(number: int) -> int:
+    """Return ``number`` as an int object of its own, not the parsed document's.
+
+    The record keeps its size for as long as the version lives. The document's
+    own int would hold the memory pool it shares with hundreds of the
+    document's numbers long after the document is gone (30 MB at 50,000
+    versions); a sum is always a new object (or a shared small int).
+    """
+    return number + 0
 
 
 class CensusCache:
