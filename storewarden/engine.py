@@ -332,7 +332,9 @@ class Engine:
         # Only by a command that writes anyway, and only into the warden's own directory.
         if not self.read_only and (self.state_dir / STATE_MARKER).is_file():
             cache.save()
-        self._cache = cache
+        # Kept for the re-read of bentos (current_references) only: the rows of every
+        # model version need not outlive the census.
+        self._cache = cache.only("bentos")
         for problem in snapshot.problems:
             self._report_once(
                 "store_problem",
@@ -430,7 +432,8 @@ class Engine:
                     uninspectable=scan.uninspectable,
                     versions_in_use=len(scan.holders),
                 )
-        # The planner is pure: with nothing held, the draft is the final plan already.
+        # Pure: with nothing in use the final plan is the draft. Planning it again would
+        # cost a second set of Kept records alive at once (MBs at 50,000 versions).
         final = (
             policy.plan(snapshot, current, self.config, now, in_use=scan.holders, pins=pins)
             if scan.holders

@@ -10,6 +10,7 @@ a symlink is counted as the link itself.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import os
 import stat
@@ -38,6 +39,8 @@ DESCRIPTORS: Mapping[str, str] = {"models": "model.yaml", "bentos": "bento.yaml"
 POINTER = "latest"
 # One empty, read-only mapping shared by every version without labels.
 NO_LABELS: Mapping[str, str] = MappingProxyType({})
+# Distinct label sets remembered for sharing (shared_labels); past this, the least used go.
+LABEL_SETS = 1024
 # Where `bentoml build` assembles a bento before it copies it into bentos/:
 # $BENTOML_HOME/tmp/bentoml_bento_<name><random>. The bento resolves its model
 # tags while that directory exists, so a model it will need is named there
@@ -95,6 +98,20 @@ class VersionRecord:
     # When the warden first saw it in this store (its directory's ctime then):
     # an imported or pulled version keeps a creation_time of long ago.
     arrived: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # Equal times share one object: a version's newest change is mostly its
+        # directory's ctime, which is also when it arrived (48 bytes a version).
+        last_change = self.last_change
+        for name in ("arrived", "creation_time"):
+            moment = getattr(self, name)
+            if (
+                moment is not None
+                and moment is not last_change
+                and moment == last_change
+                and moment.tzinfo is last_change.tzinfo
+            ):
+                object.__setattr__(self, name, last_change)
 
     @property
     def age_basis(self) -> datetime:
@@ -359,6 +376,23 @@ class FileSystem:
             os.close(descriptor)
 
 
+def shared_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
+    """Return ``labels`` as a read-only mapping shared by the versions with the same labels.
+
+    The versions of a name mostly carry the same few labels: one mapping (and
+    one copy of its strings) serves them all instead of a dict per version.
+    The order of the labels is kept; no labels is :data:`NO_LABELS`.
+    """
+    if not labels:
+        return NO_LABELS
+    return _label_set(tuple(labels.items()))
+
+
+@functools.lru_cache(maxsize=LABEL_SETS)
+def _label_set(items: tuple[tuple[str, str], ...]) -> Mapping[str, str]:
+    return MappingProxyType(dict(items))
+
+
 def _gone(error: OSError) -> bool:
     return isinstance(error, FileNotFoundError | NotADirectoryError)
 
@@ -469,7 +503,7 @@ def parse_descriptor(raw: bytes, limit: int = MAX_DESCRIPTOR_BYTES) -> Descripto
     except UnicodeDecodeError:
         plain = None
     if plain is not None:
-        return Descriptor(parse_creation_time(plain[0]), plain[1] or NO_LABELS, None)
+        return Descriptor(parse_creation_time(plain[0]), shared_labels(plain[1]), None)
     try:
         data = yaml.load(raw, Loader=SafeLoader)
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
@@ -492,7 +526,7 @@ def parse_descriptor(raw: bytes, limit: int = MAX_DESCRIPTOR_BYTES) -> Descripto
     references, reference_problems = bento_references(data)
     return Descriptor(
         parse_creation_time(data.get("creation_time")),
-        labels or NO_LABELS,
+        shared_labels(labels),
         None,
         references,
         reference_problems,
