@@ -1,4 +1,4 @@
-"""Which versions are in use by a running process (psutil).
+"""Which versions are in use by a running process (read from /proc, psutil without one).
 
 A version is in use when a process has a file under it open or
 memory-mapped, has its working directory under it, or names its path or its
@@ -21,8 +21,6 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psutil
 
 from storewarden.store import POINTER, FileSystem, VersionRecord, read_pointer
 from storewarden.tags import find_tags
@@ -158,6 +156,8 @@ def _name(pid: int, cmdline: tuple[str, ...]) -> str:
 
 def _inspect_with_psutil() -> Iterator[ProcessView]:
     """Yield the views psutil gives, where there is no ``/proc`` (no inodes there)."""
+    import psutil  # noqa: PLC0415 - only where there is no /proc
+
     own = os.getpid()
     for process in psutil.process_iter(["pid", "name"]):
         if process.pid == own:
