@@ -132,10 +132,35 @@ MOUNTS = MountTable()
 os.register_at_fork(after_in_child=MOUNTS.forked)
 
 
+def real_directory(path: Path) -> str:
+    """Return ``os.path.realpath(path)`` of a directory, asked of the kernel where it can be.
+
+    The directory is opened (``O_PATH``: nothing is read) and its descriptor's
+    link in ``/proc/self/fd`` names it with every symlink resolved: three
+    calls where realpath makes one lstat per component. The removal of each
+    version asks twice. Anything else (no ``/proc``, not a directory, gone)
+    is left to realpath.
+    """
+    try:
+        descriptor = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return os.path.realpath(path)
+    try:
+        real = os.readlink(f"/proc/self/fd/{descriptor}")
+    except OSError:
+        real = ""
+    finally:
+        os.close(descriptor)
+    # Removed meanwhile, or out of this process's root: the link says so in words.
+    return (
+        real if real.startswith("/") and not real.endswith(" (deleted)") else os.path.realpath(path)
+    )
+
+
 def _mounts_below(directories: Iterable[Path]) -> list[tuple[Inode, tuple[str, ...]]]:
     prefixes = []
     for directory in directories:
-        real = os.path.realpath(directory)
+        real = real_directory(directory)
         prefixes.append((real, real.rstrip("/") + "/"))
     try:
         points = MOUNTS.points()
