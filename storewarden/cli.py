@@ -250,6 +250,11 @@ def main() -> None:
       storewarden run                    # the daemon
       storewarden install-files --user ci --store /srv/bentoml   # units and config
     """
+    # The config models want no pydantic plugin, and looking for one reads the
+    # metadata of every installed distribution when the first model is built
+    # (30 ms of each command's start-up beside BentoML's dependencies). Set
+    # before any command imports the config; a value the user set is kept.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 @main.command()

@@ -219,6 +219,8 @@ class Engine:
     _cache: CensusCache | None = field(default=None, init=False)
     _bentos: BentoScan | None = field(default=None, init=False)
     _snapshot: Snapshot | None = field(default=None, init=False)
+    # The models of ``_snapshot`` as a snapshot of their own (see current_references).
+    _models: tuple[Snapshot | None, Snapshot] | None = field(default=None, init=False)
     # Per removal of a cycle: the bentos that --force left without a model they need.
     broken: dict[Path, tuple[str, ...]] = field(default_factory=dict, init=False)
 
@@ -484,18 +486,17 @@ class Engine:
         )
         changed_since = now - timedelta(seconds=longest_settle)
         bentos = self._bentos.read(changed_since)
-        pointers = self._snapshot.pointers if self._snapshot is not None else {}
-        models = (
-            tuple(record for record in self._snapshot.versions if record.kind == "models")
-            if self._snapshot is not None
-            else ()
-        )
-        now_view = Snapshot(
-            self.root,
-            models,
-            pointers,
-            others=bentos,
-            staging=census_staging(self.root, self.filesystem),
+        if self._models is None or self._models[0] is not self._snapshot:
+            # The plan's models, indexed once per plan rather than once per removal.
+            pointers = self._snapshot.pointers if self._snapshot is not None else {}
+            models = (
+                tuple(record for record in self._snapshot.versions if record.kind == "models")
+                if self._snapshot is not None
+                else ()
+            )
+            self._models = (self._snapshot, Snapshot(self.root, models, pointers))
+        now_view = self._models[1].with_dependents(
+            bentos, census_staging(self.root, self.filesystem)
         )
         return policy.references_of(now_view, self.config, now)
 

@@ -277,9 +277,9 @@ class Executor:
             fresh, reasons = self.last_look(removal, run.mode)
         if fresh is None or reasons:
             return self._skipped(run, removal, fresh or removal.version, reasons)
-        outcome = self._remove(run, fresh, removal.reason)
+        outcome, after = self._remove(run, fresh, removal.reason)
         run.store_bytes = max(0, run.store_bytes - fresh.bytes)
-        run.usage = self.engine.usage(run.store_bytes)
+        run.usage = after if after is not None else self.engine.usage(run.store_bytes)
         return Attempt(removal, Step.REMOVED, fresh, outcome=outcome)
 
     def last_look(self, removal: Removal, mode: Mode) -> tuple[VersionRecord | None, list[str]]:
@@ -316,23 +316,32 @@ class Executor:
         )
         return fresh, reasons
 
-    def _remove(self, run: Run, record: VersionRecord, reason: str) -> RemovalOutcome:
+    def _remove(
+        self, run: Run, record: VersionRecord, reason: str
+    ) -> tuple[RemovalOutcome, Usage | None]:
+        """Remove one version; return what it freed and the usage measured once it had gone.
+
+        The usage is measured once, when the version's files are gone, for its
+        ``version_removed`` line and for the loop's next decision alike.
+        """
         engine = self.engine
         if engine.progress is not None:
             engine.progress.removing(record)
         store_bytes = run.store_bytes
+        measured: list[Usage] = []
 
         def announce(outcome: RemovalOutcome) -> None:
-            after = engine.usage(max(0, store_bytes - record.bytes))
-            engine.log_removed(record, reason, run.run_id, outcome, after)
+            measured.append(engine.usage(max(0, store_bytes - record.bytes)))
+            engine.log_removed(record, reason, run.run_id, outcome, measured[-1])
 
-        return engine.pruner.remove(
+        outcome = engine.pruner.remove(
             record,
             reason=reason,
             run_id=run.run_id,
             announce=announce,
             force=run.mode is Mode.FORCE,
         )
+        return outcome, measured[-1] if measured else None
 
     def _skipped(
         self,

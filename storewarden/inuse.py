@@ -1,4 +1,4 @@
-"""Which versions are in use by a running process (psutil).
+"""Which versions are in use by a running process (read from /proc, psutil without one).
 
 A version is in use when a process has a file under it open or
 memory-mapped, has its working directory under it, or names its path or its
@@ -21,8 +21,6 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psutil
 
 from storewarden.store import POINTER, FileSystem, VersionRecord, read_pointer
 from storewarden.tags import find_tags
@@ -64,7 +62,102 @@ class InUseScan:
 
 
 def inspect_processes() -> Iterator[ProcessView]:
-    """Yield a view of every process psutil can see, except this one."""
+    """Yield a view of every process this one can see, except this one.
+
+    Read from ``/proc`` directly (psutil's Process objects cost as much
+    again as the reading itself: the scan runs at each plan and each
+    cycle's first re-check); through psutil where there is no ``/proc``.
+    """
+    if not os.path.isdir("/proc/self"):
+        yield from _inspect_with_psutil()
+        return
+    own = os.getpid()
+    for pid in sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+        if pid != own:
+            view = _inspect(pid)
+            if view is not None:
+                yield view
+
+
+def _inspect(pid: int) -> ProcessView | None:
+    """Return what ``/proc/<pid>`` shows of a process; None if it has gone (or is a zombie).
+
+    What cannot be read (another user's process, without CAP_SYS_PTRACE)
+    leaves the view incomplete, as psutil's AccessDenied did.
+    """
+    complete = True
+    cmdline: tuple[str, ...] = ()
+    try:
+        cmdline = _cmdline(_read_proc(pid, "cmdline"))
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        complete = False
+    try:
+        held = _held(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        complete = False
+        held = Held(None, [], frozenset())
+    return ProcessView(
+        pid=pid,
+        name=_name(pid, cmdline),
+        cmdline=cmdline,
+        cwd=held.cwd,
+        paths=tuple(held.paths),
+        complete=complete,
+        inodes=held.inodes,
+        # Only a command line that may hold a tag makes the environment matter.
+        bentoml_home=_bentoml_home(pid) if any(":" in a for a in cmdline) else None,
+    )
+
+
+def _read_proc(pid: int, entry: str) -> bytes:
+    """Return the whole of ``/proc/<pid>/<entry>``; raise OSError as reading it does."""
+    descriptor = os.open(f"/proc/{pid}/{entry}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(descriptor, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def _cmdline(data: bytes) -> tuple[str, ...]:
+    """Return a command line from ``/proc/<pid>/cmdline``, split as psutil splits it.
+
+    Arguments end in NUL; a process that rewrote its arguments into one
+    string (``setproctitle``) has them separated by spaces.
+    """
+    text = os.fsdecode(data)
+    if not text:
+        return ()  # a kernel thread, or a zombie
+    separator = "\0" if text.endswith("\0") else " "
+    arguments = text.removesuffix(separator).split(separator)
+    if separator == "\0" and len(arguments) == 1 and " " in text:
+        arguments = text.removesuffix(separator).split(" ")
+    return tuple(arguments)
+
+
+def _name(pid: int, cmdline: tuple[str, ...]) -> str:
+    """Return a process's name as psutil gives it: ``comm``, or its program's when cut short."""
+    try:
+        name = os.fsdecode(_read_proc(pid, "comm")).removesuffix("\n")
+    except OSError:
+        return ""
+    if len(name) >= 15 and cmdline:  # the kernel keeps 15 characters of it
+        program = os.path.basename(cmdline[0])
+        if program.startswith(name):
+            return program
+    return name
+
+
+def _inspect_with_psutil() -> Iterator[ProcessView]:
+    """Yield the views psutil gives, where there is no ``/proc`` (no inodes there)."""
+    import psutil  # noqa: PLC0415 - only where there is no /proc
+
     own = os.getpid()
     for process in psutil.process_iter(["pid", "name"]):
         if process.pid == own:
@@ -77,23 +170,23 @@ def inspect_processes() -> Iterator[ProcessView]:
             continue
         except psutil.Error:
             complete = False
+        cwd: str | None = None
+        paths: list[str] = []
         try:
-            held = held_files(process)
+            cwd = process.cwd()
+            paths = [item.path for item in process.open_files()]
+            paths += [item.path for item in process.memory_maps(grouped=False)]
         except psutil.NoSuchProcess:
             continue
         except psutil.Error:
             complete = False
-            held = Held(None, [], frozenset())
         yield ProcessView(
             pid=process.pid,
             name=str(process.info.get("name") or ""),
             cmdline=cmdline,
-            cwd=held.cwd,
-            paths=tuple(held.paths),
+            cwd=cwd,
+            paths=tuple(dict.fromkeys(paths)),
             complete=complete,
-            inodes=held.inodes,
-            # Only a command line that may hold a tag makes the environment matter.
-            bentoml_home=_bentoml_home(process.pid) if any(":" in a for a in cmdline) else None,
         )
 
 
@@ -105,8 +198,7 @@ def _bentoml_home(pid: int) -> str | None:
     unknown.
     """
     try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            data = handle.read()
+        data = _read_proc(pid, "environ")
     except OSError:
         return None
     environment: dict[bytes, bytes] = {}
@@ -171,34 +263,32 @@ class Held:
     inodes: frozenset[Inode]
 
 
-def held_files(process: psutil.Process) -> Held:
-    """Return what ``process`` holds, read from ``/proc/<pid>`` (psutil where there is none).
+# Descriptors of things no path names: never a file of the store, so never stat'ed.
+_NOT_FILES = ("socket:", "pipe:", "anon_inode:")
+
+
+def _held(pid: int) -> Held:
+    """Return what process ``pid`` holds, read from ``/proc/<pid>``.
 
     Open files are the targets of ``fd/*`` (a stat through the link gives the
     file's device and inode whatever namespace opened it), mapped files come
     from ``maps`` (its device and inode columns), and the working directory
-    from ``cwd``. Raise psutil.NoSuchProcess or psutil.AccessDenied as psutil
-    would.
+    from ``cwd``. Raise FileNotFoundError or ProcessLookupError if the
+    process has gone (or is a zombie), another OSError (EACCES: another
+    user's, without CAP_SYS_PTRACE) if it cannot be inspected.
     """
-    proc = f"/proc/{process.pid}"
-    if not os.path.isdir("/proc/self"):
-        opened = [item.path for item in process.open_files()]
-        return Held(process.cwd(), opened + mapped_files(process), frozenset())
+    proc = f"/proc/{pid}"
     inodes: set[Inode] = set()
     paths: list[str] = []
-    try:
-        cwd = os.readlink(f"{proc}/cwd")
-        info = os.stat(f"{proc}/cwd")
-        inodes.add((info.st_dev, info.st_ino))
-        descriptors = os.listdir(f"{proc}/fd")
-    except (FileNotFoundError, ProcessLookupError):
-        raise psutil.NoSuchProcess(process.pid) from None
-    except OSError:  # EACCES: another user's, without CAP_SYS_PTRACE
-        raise psutil.AccessDenied(process.pid) from None
-    for descriptor in descriptors:
+    cwd = os.readlink(f"{proc}/cwd")
+    info = os.stat(f"{proc}/cwd")
+    inodes.add((info.st_dev, info.st_ino))
+    for descriptor in os.listdir(f"{proc}/fd"):
         link = f"{proc}/fd/{descriptor}"
         try:
             target = os.readlink(link)
+            if target.startswith(_NOT_FILES):
+                continue
             info = os.stat(link)
         except OSError:
             continue  # closed meanwhile, or a descriptor of nothing stat-able
@@ -206,62 +296,29 @@ def held_files(process: psutil.Process) -> Held:
             paths.append(target)
         if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
             inodes.add((info.st_dev, info.st_ino))
-    mapped, mapped_inodes = _maps(process)
+    mapped, mapped_inodes = _maps(_read_proc(pid, "maps"))
     paths.extend(mapped)
     inodes |= mapped_inodes
     return Held(cwd, paths, frozenset(inodes))
 
 
-def _maps(process: psutil.Process) -> tuple[list[str], set[Inode]]:
-    """Return the files a process maps: paths, and ``(device, inode)`` from ``maps``."""
-    try:
-        with open(f"/proc/{process.pid}/maps", "rb") as handle:
-            data = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        raise psutil.NoSuchProcess(process.pid) from None
-    except OSError:  # EACCES, EIO...: this process cannot be inspected, never fatal
-        raise psutil.AccessDenied(process.pid) from None
+# address perms offset device inode path; a path is what starts with "/" (not [heap]).
+_MAPPED = re.compile(rb"^\S+ \S+ \S+ ([0-9a-f]+):([0-9a-f]+) (\d+) +(/.*)$", re.MULTILINE)
+
+
+def _maps(data: bytes) -> tuple[list[str], set[Inode]]:
+    """Return the files ``/proc/<pid>/maps`` (``data``) maps: paths, and their inodes.
+
+    Read there rather than from ``smaps`` (psutil's ``memory_maps``), whose
+    per-mapping statistics cost ten times as much: a model server maps
+    thousands of regions. A file mapped several times is taken once.
+    """
     paths: dict[str, None] = {}
     inodes: set[Inode] = set()
-    for line in data.splitlines():
-        fields = line.split(maxsplit=5)  # address perms offset device inode [path]
-        if len(fields) == 6 and fields[5].startswith(b"/"):
-            paths[os.fsdecode(fields[5])] = None
-            major, _, minor = fields[3].partition(b":")
-            try:
-                inodes.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
-            except ValueError:
-                continue
+    for major, minor, inode, path in dict.fromkeys(_MAPPED.findall(data)):
+        paths[os.fsdecode(path)] = None
+        inodes.add((os.makedev(int(major, 16), int(minor, 16)), int(inode)))
     return list(paths), inodes
-
-
-def mapped_files(process: psutil.Process) -> list[str]:
-    """Return the files a process has memory-mapped, each once.
-
-    Reads ``/proc/<pid>/maps`` directly: psutil's ``memory_maps`` reads
-    ``smaps``, whose per-mapping statistics cost ten times as much, and a
-    model server maps thousands of regions. The scan runs before every
-    removal, so that cost bounded how fast a prune could go. Falls back to
-    psutil where there is no /proc. Raise psutil.NoSuchProcess or
-    psutil.AccessDenied as psutil would.
-    """
-    try:
-        with open(f"/proc/{process.pid}/maps", "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        if not os.path.isdir("/proc/self"):
-            return list(dict.fromkeys(item.path for item in process.memory_maps(grouped=False)))
-        raise psutil.NoSuchProcess(process.pid) from None
-    except ProcessLookupError:  # ESRCH: the process exited while its maps were read
-        raise psutil.NoSuchProcess(process.pid) from None
-    except OSError:  # EACCES, EIO...: this process cannot be inspected, never fatal
-        raise psutil.AccessDenied(process.pid) from None
-    paths: dict[str, None] = {}
-    for line in data.splitlines():
-        fields = line.split(maxsplit=5)  # address perms offset device inode [path]
-        if len(fields) == 6 and fields[5].startswith(b"/"):
-            paths[os.fsdecode(fields[5])] = None
-    return list(paths)
 
 
 def _relative_version(path: str, root: str) -> str | None:

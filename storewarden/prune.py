@@ -385,11 +385,14 @@ class Operations:
             self.unlink(path)
             return freed[0]
 
-        for base, subdirectories, files in _walk_bottom_up(path, mounts):
-            kept_for_last = last if base == path and last in files else None
-            for file_name in files:
-                if file_name != kept_for_last:
-                    self._unlink_counted(base / file_name, freed)
+        for base, subdirectories, files in _walk_bottom_up(path, top, mounts):
+            kept_for_last = None
+            at_top = base == path
+            for entry in files:
+                if at_top and entry.name == last:
+                    kept_for_last = entry
+                else:
+                    self._unlink_counted(base, entry, freed)
             for subdirectory in subdirectories:
                 target = base / subdirectory
                 with contextlib.suppress(FileNotFoundError):
@@ -400,21 +403,22 @@ class Operations:
                         self.rmdir(target)
                     freed[0] += info.st_blocks * 512
             if kept_for_last is not None:
-                self._unlink_counted(base / kept_for_last, freed)
+                self._unlink_counted(base, kept_for_last, freed)
         self.rmdir(path)
         freed[0] += top.st_blocks * 512
         return freed[0]
 
-    def _unlink_counted(self, target: Path, freed: list[int]) -> None:
+    def _unlink_counted(self, base: Path, entry: os.DirEntry[str], freed: list[int]) -> None:
+        """Unlink one listed entry of ``base``; count its blocks unless another link keeps them."""
         with contextlib.suppress(FileNotFoundError):
-            info = os.lstat(target)
-            self.unlink(target)
+            info = entry.stat(follow_symlinks=False)  # this entry as it is now: one fstatat
+            self.unlink(base / entry.name)
             freed[0] += info.st_blocks * 512 if info.st_nlink == 1 else 0
 
 
 def _walk_bottom_up(
-    top: Path, mounts: frozenset[Inode] = frozenset()
-) -> Iterator[tuple[Path, list[str], list[str]]]:
+    top: Path, top_info: os.stat_result, mounts: frozenset[Inode] = frozenset()
+) -> Iterator[tuple[Path, list[str], list[os.DirEntry[str]]]]:
     """Yield ``(directory, subdirectories, other entries)`` below ``top``, deepest first.
 
     Like ``os.walk(top, topdown=False)``, but without recursion (Python 3.11's
@@ -425,13 +429,14 @@ def _walk_bottom_up(
     filesystem (a mount point) raises OSError(EXDEV) before anything is
     removed: the warden never deletes on a filesystem mounted inside a version.
     ``mounts`` are the mount points known from the mount table (a bind mount
-    of the same filesystem keeps its ``st_dev``); ``top`` must not be one.
+    of the same filesystem keeps its ``st_dev``); ``top`` (``top_info`` its
+    lstat) must not be one. The other entries come as listed, so that each
+    is stat'ed once, when it goes.
     """
-    top_info = os.lstat(top)
     device = top_info.st_dev
     if (device, top_info.st_ino) in mounts:
         raise OSError(errno.EXDEV, "a filesystem is mounted here; not removed", str(top))
-    listed: list[tuple[Path, list[str], list[str]]] = []
+    listed: list[tuple[Path, list[str], list[os.DirEntry[str]]]] = []
     pending = [top]
     while pending:
         directory = pending.pop()
@@ -441,7 +446,7 @@ def _walk_bottom_up(
         except FileNotFoundError:
             continue
         subdirectories = [entry.name for entry in entries if entry.is_dir()]
-        files = [entry.name for entry in entries if not entry.is_dir()]
+        files = [entry for entry in entries if not entry.is_dir()]
         listed.append((directory, subdirectories, files))
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):

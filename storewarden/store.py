@@ -9,6 +9,7 @@ a symlink is counted as the link itself.
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import itertools
@@ -185,6 +186,7 @@ class Snapshot:
     _by_key: dict[tuple[str, str], tuple[VersionRecord, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _bentos: tuple[VersionRecord, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         grouped: dict[tuple[str, str], list[VersionRecord]] = {}
@@ -193,6 +195,22 @@ class Snapshot:
         for key, records in grouped.items():
             records.sort(key=lambda record: (record.creation_time, record.version))
             self._by_key[key] = tuple(records)
+        bentos = tuple(record for record in self.versions if record.kind == "bentos")
+        object.__setattr__(self, "_bentos", bentos)
+
+    def with_dependents(
+        self, others: tuple[VersionRecord, ...], staging: tuple[VersionRecord, ...]
+    ) -> Snapshot:
+        """Return this snapshot with ``others`` and ``staging`` replaced.
+
+        The versions and their index are shared, not built again: the
+        re-check before each removal asks about the bentos on disk now against
+        one census of the models, and must not pay for every version each time.
+        """
+        copied = copy.copy(self)
+        object.__setattr__(copied, "others", others)
+        object.__setattr__(copied, "staging", staging)
+        return copied
 
     @property
     def store_bytes(self) -> int:
@@ -221,8 +239,7 @@ class Snapshot:
 
     def dependents(self) -> tuple[VersionRecord, ...]:
         """Return every bento that may need models: managed, unmanaged and being built."""
-        managed = tuple(record for record in self.versions if record.kind == "bentos")
-        return (*managed, *self.others, *self.staging)
+        return (*self._bentos, *self.others, *self.staging)
 
 
 class RecordCache(Protocol):

@@ -37,6 +37,8 @@ def find_tags(text: str) -> Iterator[str]:
     only looks like a tag (``host:8080``) is yielded too: whoever asks about
     versions errs on the side of keeping them.
     """
+    if ":" not in text:
+        return  # most arguments: no tag can be in them (the process scan asks of every one)
     for match in _TAG_SHAPED.finditer(text.lower()):
         parts = [part.strip(_EDGES) for part in match.group().split(":")]
         for name, version in itertools.pairwise(parts):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import psutil
 
 ALL_KINDS = ("models", "bentos")
 
@@ -105,11 +104,24 @@ def measure(
     on each with the kinds it holds (the store root's first).
     """
     if len(layout) < 2:
-        disk = psutil.disk_usage(str(root))
-        return Usage(total=disk.total, used=disk.used, free=disk.free, store_bytes=store_bytes)
+        total, used, free = disk_usage(root)
+        return Usage(total=total, used=used, free=free, store_bytes=store_bytes)
     parts = []
     for directory, kinds in layout:
-        disk = psutil.disk_usage(str(directory))
-        parts.append(Usage(disk.total, disk.used, disk.free, 0, kinds=kinds))
+        total, used, free = disk_usage(directory)
+        parts.append(Usage(total, used, free, 0, kinds=kinds))
     fullest = max(parts, key=lambda part: part.used_percent)
     return Usage(fullest.total, fullest.used, fullest.free, store_bytes, parts=tuple(parts))
+
+
+def disk_usage(path: Path) -> tuple[int, int, int]:
+    """Return ``(total, used, free)`` bytes of the filesystem holding ``path``, as ``df`` counts.
+
+    psutil's ``disk_usage`` to the byte (``used`` counts root's reserved
+    blocks as used, ``free`` is what any user may still write), from one
+    ``statvfs``: psutil itself would cost a prune command its import.
+    Raise OSError if ``path`` cannot be reached.
+    """
+    info = os.statvfs(path)
+    total = info.f_blocks * info.f_frsize
+    return total, total - info.f_bfree * info.f_frsize, info.f_bavail * info.f_frsize

@@ -1,8 +1,8 @@
 """Start-up: the commands a person types load only what they use.
 
 Every command pays its imports before it does anything, so the light ones
-(``--version``, ``--help``, ``status`` piped) must not load the daemon's or
-the terminal's modules. A real run of each command lists what it had
+(``--version``, ``--help``, ``status`` and ``prune`` piped) must not load the
+daemon's or the terminal's modules, nor psutil. A real run of each command lists what it had
 loaded when it exited; a heavy import slipping back in fails here.
 """
 
@@ -18,7 +18,8 @@ import pytest
 
 from tests.storebuilder import make_series
 
-HEAVY = ("prometheus_client", "rich", "apscheduler", "watchdog", "plotext")
+# psutil: the in-use scan, the mount table and usage read /proc and statvfs themselves.
+HEAVY = ("prometheus_client", "rich", "apscheduler", "watchdog", "plotext", "psutil")
 
 
 # The real command (python -m storewarden), with a hook that prints at exit
@@ -67,6 +68,9 @@ def imported(home: Path, *arguments: str) -> set[str]:
         ("print", "rules"),
         ("why", "iris:latest"),
         ("why", "iris:latest", "--json"),
+        # A cron job's or CI step's prune pays its start-up each time (issue 13).
+        ("prune",),
+        ("prune", "--dry-run"),
     ],
     ids=" ".join,
 )

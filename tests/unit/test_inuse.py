@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from storewarden.inuse import Inode, ProcessView, holders_in, index_processes
+from storewarden.inuse import Inode, ProcessView, _cmdline, _maps, holders_in, index_processes
 from storewarden.store import Kind, VersionRecord
 
 STORE = Path("/srv/bentoml")
@@ -301,3 +302,41 @@ def test_latest_is_a_pointer_not_a_prefix() -> None:
     records = [record_of("v1"), record_of("latest2")]
     scan = holders_in(table, records, latest=lambda _record: "v1", is_version=lambda _path: True)
     assert [path.name for path in scan.holders] == ["v1"]
+
+
+# -- reading /proc: what the kernel writes, parsed as psutil parsed it ----------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"bentoml\0serve\0iris:v1\0", ("bentoml", "serve", "iris:v1")),
+        (b"python\0-c\0print('a b')\0", ("python", "-c", "print('a b')")),
+        (b"", ()),  # a kernel thread, or a zombie
+        # Rewritten into one string (setproctitle): split at spaces, with or without a NUL.
+        (b"gunicorn: worker [iris:v1]", ("gunicorn:", "worker", "[iris:v1]")),
+        (b"gunicorn: worker [iris:v1]\0", ("gunicorn:", "worker", "[iris:v1]")),
+        (b"caf\xe9\0", ("caf\udce9",)),  # not UTF-8: kept, as the filesystem encoding keeps it
+    ],
+)
+def test_a_command_line_is_split_as_psutil_splits_it(
+    data: bytes, expected: tuple[str, ...]
+) -> None:
+    assert _cmdline(data) == expected
+
+
+def test_each_mapped_file_is_taken_once_with_its_device_and_inode() -> None:
+    maps = (
+        b"55d0c0a00000-55d0c0a28000 r--p 00000000 fd:01 1234 /usr/bin/python3.11\n"
+        b"55d0c0a28000-55d0c0b00000 r-xp 00028000 fd:01 1234 /usr/bin/python3.11\n"
+        b"55d0c1000000-55d0c1200000 rw-p 00000000 00:00 0 [heap]\n"
+        b"7f0000000000-7f0010000000 r--s 00000000 103:02 98765"
+        b"                  /srv/bentoml/models/iris/v1/weights bin (deleted)\n"
+        b"7f0010000000-7f0010001000 rw-p 00000000 00:00 0 \n"
+        b"7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]\n"
+    )
+
+    paths, inodes = _maps(maps)
+
+    assert paths == ["/usr/bin/python3.11", "/srv/bentoml/models/iris/v1/weights bin (deleted)"]
+    assert inodes == {(os.makedev(0xFD, 0x01), 1234), (os.makedev(0x103, 0x02), 98765)}
