@@ -40,8 +40,8 @@ def mount_points(*directories: Path) -> frozenset[Inode]:
     :class:`MountTable`), so a same-filesystem bind mount is found too; the
     identity is what a walk meets at that path (the mounted directory). Only
     mount points below the given directories are stat'ed (a hung network
-    mount elsewhere never blocks the warden). An unreadable table yields nothing: the ``st_dev``
-    checks the walks make still hold.
+    mount elsewhere never blocks the warden). An unreadable table yields
+    nothing: the ``st_dev`` checks the walks make still hold.
     """
     return frozenset(inode for inode, _ in _mounts_below(directories))
 
@@ -82,27 +82,39 @@ class MountTable:
         """Return every mount point of this namespace now; raise OSError if none can be read."""
         with self._lock:
             descriptor = self._descriptor
-            if descriptor is None:
-                try:
-                    descriptor = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                except OSError:
-                    return _partitions()
-                # Changes from now on show in the next poll: the read below is current.
-                self._poll = select.poll()
-                self._poll.register(descriptor, _CHANGED)
-                self._descriptor = descriptor
-                self._points = _read_table(descriptor)
-            elif any(events & _CHANGED for _, events in self._poll.poll(0)):
-                self._points = _read_table(descriptor)
+            try:
+                if descriptor is None:
+                    try:
+                        descriptor = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError:
+                        return _partitions()
+                    # Changes from now on show in the next poll: the read below is current.
+                    self._poll = select.poll()
+                    self._poll.register(descriptor, _CHANGED)
+                    self._descriptor = descriptor
+                    self._points = _read_table(descriptor)
+                elif any(events & _CHANGED for _, events in self._poll.poll(0)):
+                    self._points = _read_table(descriptor)
+            except OSError:
+                # The change the poll reported is not read yet: the next call opens anew.
+                self._forget()
+                raise
             return self._points
 
-    def forked(self) -> None:
-        """In a forked child: drop the parent's descriptor (its poll state is shared) and lock."""
-        self._lock = threading.Lock()
+    def _forget(self) -> None:
+        """Close the table (if open here): the next call opens and reads it afresh."""
         if self._descriptor is not None:
             with contextlib.suppress(OSError):
-                os.close(self._descriptor)  # the child's copy only
+                os.close(self._descriptor)
         self._descriptor = None
+
+    def forked(self) -> None:
+        """In a forked child: drop the parent's descriptor (its poll state is shared) and lock.
+
+        Closing it here closes the child's copy only.
+        """
+        self._lock = threading.Lock()
+        self._forget()
 
 
 def _read_table(descriptor: int) -> tuple[str, ...]:
