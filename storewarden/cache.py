@@ -67,7 +67,7 @@ def _detached(number: int) -> int:
 
     The record keeps its size for as long as the version lives. The document's
     own int would hold the memory pool it shares with hundreds of the
-    document's numbers long after the document is gone (30 MB at 50,000
+    document's numbers long after the document is gone (over 30 MiB at 50,000
     versions); a sum is always a new object (or a shared small int).
     """
     return number + 0
@@ -84,7 +84,7 @@ class CensusCache:
     rows go straight into their JSON text. Objects allocated per version
     during a census, and freed only at its end, lie between the records the
     daemon keeps and leave the interpreter's memory pools half empty for good
-    (some 50 MB at 50,000 versions; docs/performance.md).
+    (some 45 MiB at 50,000 versions; docs/performance.md).
     """
 
     def __init__(self, path: Path, root: Path) -> None:

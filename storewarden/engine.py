@@ -616,20 +616,25 @@ class Engine:
         dry_run = self.config.dry_run if dry_run is None else dry_run
         started = time.monotonic()
         run_id = uuid.uuid4().hex[:12]
-        if dry_run:
-            view = self.make_plan(snapshot)
-            return self._execute(
-                view, run_id, dry_run=True, started=started, should_stop=should_stop
-            )
-        self.pruner.prepare()
-        with self.lock.held(lock_wait):
-            if recover:
-                # Recovery's own census serves the plan unless recovery changed the store.
-                snapshot = self.recover().snapshot
-            view = self.make_plan(snapshot)
-            return self._execute(
-                view, run_id, dry_run=False, started=started, should_stop=should_stop
-            )
+        try:
+            if dry_run:
+                view = self.make_plan(snapshot)
+                return self._execute(
+                    view, run_id, dry_run=True, started=started, should_stop=should_stop
+                )
+            self.pruner.prepare()
+            with self.lock.held(lock_wait):
+                if recover:
+                    # Recovery's own census serves the plan unless recovery changed the store.
+                    snapshot = self.recover().snapshot
+                view = self.make_plan(snapshot)
+                return self._execute(
+                    view, run_id, dry_run=False, started=started, should_stop=should_stop
+                )
+        finally:
+            # The plan's snapshot serves this cycle's re-checks only. Kept until the next
+            # plan, it held every version again, by name (0.8 MiB at 50,000 versions).
+            self._snapshot = None
 
     def _execute(
         self,

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import json.decoder
 import os
 import shutil
 import time
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +20,7 @@ import pytest
 from storewarden.cache import FILE_NAME, FORMAT, CensusCache
 from storewarden.config import build_config
 from storewarden.engine import Engine
-from storewarden.store import Snapshot, census
+from storewarden.store import Snapshot, Stamp, VersionRecord, census
 from tests.storebuilder import (
     NOW,
     backdate_arrivals,
@@ -227,3 +233,110 @@ def test_a_bento_yaml_rewritten_in_place_is_read_again(store: Path) -> None:
 
     (record,) = [r for r in (*warm.versions, *warm.others) if r.kind == "bentos"]
     assert record.references == ("iris:v2",)
+
+
+# -- memory: nothing per version outlives its use (issue 13) ---------------------------------
+
+VERSIONS = 2_000
+
+
+def synthetic(root: Path) -> list[tuple[VersionRecord, Stamp]]:
+    """Return complete model versions, one label set among them, each with its directory stamp."""
+    found = []
+    for number in range(VERSIONS):
+        version = f"v{number:05d}"
+        moment = NOW - timedelta(seconds=number)
+        record = VersionRecord(
+            kind="models",
+            name=f"name{number // 100}",
+            version=version,
+            path=root / "models" / f"name{number // 100}" / version,
+            creation_time=moment,
+            creation_time_estimated=False,
+            labels={"stage": "prod"} if number % 4 == 0 else {},
+            bytes=4096 * (number + 1),
+            last_change=moment,
+            complete=True,
+            arrived=moment,
+        )
+        stamp = Stamp(10_000 + number, 10**18 + number, 10**18 + number, (1, 2, 3, 4))
+        found.append((record, stamp))
+    return found
+
+
+@contextlib.contextmanager
+def traced() -> Iterator[list[tracemalloc.Trace]]:
+    """Trace allocations in the block; give the blocks still alive after it (collected)."""
+    alive: list[tracemalloc.Trace] = []
+    gc.collect()
+    tracemalloc.start()
+    try:
+        yield alive
+        gc.collect()  # a full collection also empties the free lists
+        alive.extend(tracemalloc.take_snapshot().traces)
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_census_holds_no_object_per_version_in_the_cache_before_it_is_saved(
+    tmp_path: Path,
+) -> None:
+    # Rows held as Python objects until the save lay between the records the daemon
+    # keeps, and left the interpreter's memory pools half empty once freed.
+    versions = synthetic(tmp_path)
+    cache = CensusCache(tmp_path / FILE_NAME, tmp_path)
+
+    with traced() as alive:
+        for record, stamp in versions:
+            cache.arrival(record.kind, record.name, record.version, stamp)
+            cache.store(record, stamp)
+
+    assert len(alive) < VERSIONS // 40  # the JSON buffers and such: not one per version
+    cache.save()
+    saved = json.loads((tmp_path / FILE_NAME).read_bytes())
+    assert len(saved["entries"]) == len(saved["arrivals"]) == VERSIONS
+
+
+def test_a_census_reusing_every_row_holds_no_object_per_version_either(tmp_path: Path) -> None:
+    versions = synthetic(tmp_path)
+    first = CensusCache(tmp_path / FILE_NAME, tmp_path)
+    for record, stamp in versions:
+        first.arrival(record.kind, record.name, record.version, stamp)
+        first.store(record, stamp)
+    first.save()
+    cache = CensusCache(tmp_path / FILE_NAME, tmp_path)
+    cache.load()
+
+    with traced() as alive:
+        for record, stamp in versions:
+            arrived = cache.arrival(record.kind, record.name, record.version, stamp)
+            assert cache.lookup(
+                record.kind, record.name, record.version, record.path, stamp, arrived
+            )
+
+    assert cache.hits == VERSIONS
+    assert not cache.changed()
+    assert len(alive) < VERSIONS // 40  # a few, not one per version
+
+
+def test_records_built_from_the_cache_keep_nothing_of_the_parsed_file(tmp_path: Path) -> None:
+    # A record keeping one small object of the document (its size, its labels' strings)
+    # kept a memory pool the document's numbers had filled from going back to the system.
+    versions = synthetic(tmp_path)
+    first = CensusCache(tmp_path / FILE_NAME, tmp_path)
+    for record, stamp in versions:
+        first.store(record, stamp)
+    first.save()
+
+    with traced() as alive:
+        cache = CensusCache(tmp_path / FILE_NAME, tmp_path)
+        cache.load()
+        records = [
+            cache.lookup(record.kind, record.name, record.version, record.path, stamp, NOW)
+            for record, stamp in versions
+        ]
+        del cache
+
+    assert records == [replace(record, arrived=NOW) for record, _stamp in versions]
+    parsed = [trace for trace in alive if trace.traceback[0].filename == json.decoder.__file__]
+    assert len(parsed) < 10

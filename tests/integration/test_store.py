@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from storewarden.store import FileSystem, Snapshot, census
+from storewarden.store import FileSystem, Snapshot, VersionRecord, census
 from tests.storebuilder import NOW, make_version, point_latest
 
 # A directory that is not part of the store: whatever the census does, it must
@@ -420,6 +421,44 @@ def test_creation_time_falls_back_to_the_directory_mtime_and_is_flagged(
     assert record.creation_time == datetime.fromtimestamp(stamp, tz=UTC)
     assert record.complete
     assert record.problem is not None
+
+
+def test_versions_with_the_same_labels_share_one_read_only_mapping(store: Path) -> None:
+    for version in ("v1", "v2", "v3"):
+        make_version(store, "iris", version, labels={"stage": "prod", "owner": "ml"})
+    make_version(store, "iris", "v4", labels={"stage": "dev"})
+    make_version(store, "iris", "v5")
+
+    first, second, third, other, unlabelled = census(store).versions_of("models", "iris")
+
+    assert first.labels is second.labels is third.labels
+    assert dict(first.labels) == {"stage": "prod", "owner": "ml"}
+    assert list(first.labels) == ["stage", "owner"]  # in the descriptor's order
+    assert dict(other.labels) == {"stage": "dev"}
+    assert dict(unlabelled.labels) == {}
+    with pytest.raises(TypeError):
+        first.labels["stage"] = "dev"  # type: ignore[index]
+
+
+def test_a_record_holds_one_object_for_equal_times() -> None:
+    changed = NOW - timedelta(days=1)
+    record = VersionRecord(
+        kind="models",
+        name="iris",
+        version="v1",
+        path=Path("/store/models/iris/v1"),
+        creation_time=NOW - timedelta(days=3),
+        creation_time_estimated=False,
+        labels={},
+        bytes=4096,
+        last_change=changed,
+        complete=True,
+        arrived=NOW - timedelta(days=1),  # equal, not the same object
+    )
+
+    assert record.arrived is record.last_change
+    assert record.creation_time == NOW - timedelta(days=3)
+    assert replace(record, arrived=NOW).arrived == NOW
 
 
 def test_a_usable_creation_time_is_read_as_utc_and_not_flagged(store: Path) -> None:

@@ -31,7 +31,8 @@ import pytest
 from storewarden import watcher as watcher_module
 from storewarden.config import build_config
 from storewarden.daemon import Daemon
-from storewarden.store import VersionRecord, census
+from storewarden.engine import Engine
+from storewarden.store import Snapshot, VersionRecord, census
 from storewarden.watcher import Inotify
 from tests.conftest import Audit
 from tests.reliability.support import genstore
@@ -49,12 +50,12 @@ RSS_GROWTH_LIMIT = 200 * MIB
 
 
 @pytest.fixture
-def run_daemon() -> Iterator[Callable[[dict[str, Any]], Daemon]]:
+def run_daemon() -> Iterator[Callable[..., Daemon]]:
     """Start in-process daemons in threads; stop and join them at the end."""
     running: list[tuple[Daemon, threading.Thread]] = []
 
-    def start(config: dict[str, Any]) -> Daemon:
-        daemon = Daemon(build_config(config))
+    def start(config: dict[str, Any], **arguments: Any) -> Daemon:
+        daemon = Daemon(build_config(config), **arguments)
         thread = threading.Thread(target=daemon.run, name="daemon-under-test")
         thread.start()
         running.append((daemon, thread))
@@ -155,6 +156,33 @@ def test_ten_thousand_versions_at_once_are_indexed_exactly_with_bounded_memory(
     )
     assert audit.named("check_failed") == []
     assert (flooded - started).total_seconds() < 30, "not a flood: the renames were slow"
+
+
+class CountingEngine(Engine):
+    """The real engine, counting its full censuses."""
+
+    censuses = 0
+
+    def census(self) -> Snapshot:
+        CountingEngine.censuses += 1
+        return super().census()
+
+
+def test_the_daemon_indexes_the_census_its_recovery_took(
+    tmp_path: Path, run_daemon: Callable[..., Daemon]
+) -> None:
+    # A second census at start doubled the start's time and peak memory (issue 13).
+    store = tmp_path / "bentoml"
+    make_version(store, "iris", "v1")
+    make_version(store, "iris", "v2", set_latest=True)
+    CountingEngine.censuses = 0
+
+    daemon = run_daemon(config_for(store), engine_factory=CountingEngine)
+
+    with daemon._mutex:
+        assert daemon.index is not None
+        assert sorted(record.version for record in daemon.index.versions.values()) == ["v1", "v2"]
+    assert CountingEngine.censuses == 1
 
 
 # -- observers that cannot be set up ------------------------------------------------------------
