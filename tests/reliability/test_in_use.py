@@ -136,7 +136,9 @@ def test_a_version_in_use_stays_while_its_holder_runs_and_goes_when_it_exits(
         stdout=subprocess.PIPE,
         text=True,
         cwd=held if holder.cwd else tmp_path,
-        env={**os.environ, "HOLD": str(held / "weights.bin")},
+        # Its own store, as a served model's process has: a tag it names then holds nothing
+        # in the store of a test running beside it (the in-use scan sees every process).
+        env={**os.environ, "HOLD": str(held / "weights.bin"), "BENTOML_HOME": str(store)},
     )
     holders.append(process)
     assert process.stdout is not None
