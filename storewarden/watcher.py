@@ -593,13 +593,7 @@ class PollingWatcher:
     def _expire(self, index: Index, now: datetime) -> None:
         with self._lock:
             versions = list(self._versions)
-        for path in versions:
-            record = _record(index, Path(path))
-            if record is None:
-                if _is_directory(path):
-                    continue  # not read yet: the check that reads it decides
-            elif settling(record, now, self.settle):
-                continue
+        for path in settled(versions, index, now, self.settle):
             with self._lock:
                 self._versions.pop(path, None)
                 self._quiet.pop(path, None)
@@ -735,9 +729,7 @@ class PollingWatcher:
         return "/".join((first.rstrip("/"), *rest)) if rest else first
 
     def _depth(self, path: str) -> int:
-        if path == self.root:
-            return 0
-        return path[len(self.root) + 1 :].count("/") + 1
+        return depth_below(self.root, path)
 
 
 # -- inotify ----------------------------------------------------------------------------------
@@ -1042,13 +1034,7 @@ class InotifyWatcher:
     def _expire(self, index: Index, now: datetime) -> None:
         with self._lock:
             versions = list(self._versions)
-        for path in versions:
-            record = _record(index, Path(path))
-            if record is None:
-                if os.path.isdir(path):
-                    continue  # not read yet: the check that reads it decides
-            elif settling(record, now, self.settle):
-                continue
+        for path in settled(versions, index, now, self.settle):
             self._unwatch_version(path)
 
     def _unwatch_version(self, version: str) -> None:
@@ -1197,9 +1183,7 @@ class InotifyWatcher:
         return "/".join((first.rstrip("/"), *rest))
 
     def _depth(self, path: str) -> int:
-        if path == self.root:
-            return 0
-        return path[len(self.root) + 1 :].count("/") + 1
+        return depth_below(self.root, path)
 
     def _version_of(self, path: str) -> str:
         parts = path[len(self.root) + 1 :].split("/")
@@ -1221,6 +1205,33 @@ def _subdirectories(path: str) -> list[str]:
 
 def _record(index: Index, path: Path) -> VersionRecord | None:
     return index.versions.get(path) or index.others.get(path)
+
+
+def depth_below(root: str, path: str) -> int:
+    """Return what ``path`` is by its depth below ``root``: 0 the root, 1 a kind, 2 a name..."""
+    if path == root:
+        return 0
+    return path[len(root) + 1 :].count("/") + 1
+
+
+def settled(
+    versions: Iterable[str], index: Index, now: datetime, settle: Callable[[str, str], float]
+) -> list[str]:
+    """Return which of the watched or polled ``versions`` to let go.
+
+    Those the index has settled, and those gone from the index that are no
+    longer a directory (a symlink is none). One not yet read stays: the
+    check that reads it decides.
+    """
+    done = []
+    for path in versions:
+        record = _record(index, Path(path))
+        if record is None:
+            if not _is_directory(path):
+                done.append(path)
+        elif not settling(record, now, settle):
+            done.append(path)
+    return done
 
 
 def is_version_entry(entry: str) -> bool:

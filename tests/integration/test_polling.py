@@ -25,6 +25,7 @@ from storewarden.index import Change, Index
 from storewarden.store import census
 from storewarden.watcher import ChangeRecorder, PollingWatcher
 from tests.conftest import Audit
+from tests.integration.test_watcher import config_for as watcher_config
 from tests.reliability.support import genstore, remove_deep_tree
 from tests.reliability.test_scale import run_daemon
 from tests.storebuilder import make_version, point_latest
@@ -37,20 +38,10 @@ VERSIONS_PER_NAME = 50
 
 
 def config_for(store: Path, settle: str) -> dict[str, Any]:
-    """No pressure; polling every 0.2 s; reconcile too far away to help."""
-    return {
-        "store": str(store),
-        "trigger": {"high_percent": 99.9, "low_percent": 99.0},
-        "protect": {"settle": settle},
-        "schedule": {
-            "check_interval": "1s",
-            "reconcile_interval": "10m",
-            "debounce": "0.2s",
-            "observer": "polling",
-            "poll_interval": "0.2s",
-        },
-        "log": {"level": "debug"},
-    }
+    """The watcher tests' config, polling every 0.2 s; reconcile too far away to help."""
+    return watcher_config(
+        store, settle, observer="polling", poll_interval="0.2s", reconcile_interval="10m"
+    )
 
 
 def poller_of(daemon: Daemon) -> PollingWatcher:
