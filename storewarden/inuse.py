@@ -100,6 +100,18 @@ def _inspect(pid: int) -> ProcessView | None:
     except OSError:
         complete = False
         held = Held(None, [], frozenset())
+    bentoml_home = None
+    # Only a command line that may hold a tag makes the environment matter.
+    if any(":" in argument for argument in cmdline):
+        try:
+            bentoml_home = _bentoml_home(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            return None  # gone since its command line was read
+        if bentoml_home is None and not _alive(pid):
+            # An exiting process shows an empty environment: it holds nothing,
+            # where reading it as "BENTOML_HOME unknown" would hold a version
+            # of this store by a tag it meant for another.
+            return None
     return ProcessView(
         pid=pid,
         name=_name(pid, cmdline),
@@ -108,9 +120,18 @@ def _inspect(pid: int) -> ProcessView | None:
         paths=tuple(held.paths),
         complete=complete,
         inodes=held.inodes,
-        # Only a command line that may hold a tag makes the environment matter.
-        bentoml_home=_bentoml_home(pid) if any(":" in a for a in cmdline) else None,
+        bentoml_home=bentoml_home,
     )
+
+
+def _alive(pid: int) -> bool:
+    """Return whether the process still has a command line (not gone, not a zombie)."""
+    try:
+        return bool(_read_proc(pid, "cmdline"))
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        return True  # cannot tell: the view stands
 
 
 def _read_proc(pid: int, entry: str) -> bytes:
@@ -193,12 +214,16 @@ def _inspect_with_psutil() -> Iterator[ProcessView]:
 def _bentoml_home(pid: int) -> str | None:
     """Return BENTOML_HOME from ``/proc/<pid>/environ``; None if unset or unreadable.
 
+    Raise FileNotFoundError or ProcessLookupError when the process has gone.
+
     A leading ``~`` is expanded with the process's own ``HOME``, as BentoML
     there expands it; without one it is left for :func:`_elsewhere` to call
     unknown.
     """
     try:
         data = _read_proc(pid, "environ")
+    except (FileNotFoundError, ProcessLookupError):
+        raise
     except OSError:
         return None
     environment: dict[bytes, bytes] = {}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from storewarden import inuse
 from storewarden.inuse import Inode, ProcessView, _cmdline, _maps, holders_in, index_processes
 from storewarden.store import Kind, VersionRecord
 
@@ -340,3 +341,48 @@ def test_each_mapped_file_is_taken_once_with_its_device_and_inode() -> None:
 
     assert paths == ["/usr/bin/python3.11", "/srv/bentoml/models/iris/v1/weights bin (deleted)"]
     assert inodes == {(os.makedev(0xFD, 0x01), 1234), (os.makedev(0x103, 0x02), 98765)}
+
+
+class ExitingProcess:
+    """A /proc/7 whose process exits after its command line was read, as ``what_is_left`` shows."""
+
+    def __init__(self, what_is_left: str) -> None:
+        self.what_is_left = what_is_left
+        self.reads: list[str] = []
+
+    def __call__(self, pid: int, entry: str) -> bytes:
+        self.reads.append(entry)
+        if self.reads.count("cmdline") == 1 and entry == "cmdline":
+            return b"python\0-c\0print('iris:latest')\0"
+        if self.what_is_left == "gone":
+            raise FileNotFoundError(f"/proc/{pid}/{entry}")
+        if self.what_is_left == "zombie":
+            return b""  # its memory released: no environment, no command line
+        # alive with an empty environment (env -i): the command line is still there
+        return b"" if entry == "environ" else b"python\0-c\0print('iris:latest')\0"
+
+
+@pytest.mark.parametrize("what_is_left", ["gone", "zombie"])
+def test_a_process_that_exits_while_it_is_read_holds_nothing(
+    monkeypatch: pytest.MonkeyPatch, what_is_left: str
+) -> None:
+    # Under -n 2 a short ``python -c`` naming iris:latest in another test's store
+    # exited between the reads of its command line and its environment; read as
+    # "BENTOML_HOME unknown" it held this store's iris (a refused delete).
+    monkeypatch.setattr(inuse, "_read_proc", ExitingProcess(what_is_left))
+    monkeypatch.setattr(inuse, "_held", lambda pid: inuse.Held("/work", [], frozenset()))
+
+    assert inuse._inspect(7) is None
+
+
+def test_a_live_process_with_an_empty_environment_still_holds_by_its_tags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(inuse, "_read_proc", ExitingProcess("alive"))
+    monkeypatch.setattr(inuse, "_held", lambda pid: inuse.Held("/work", [], frozenset()))
+
+    view = inuse._inspect(7)
+
+    assert view is not None and view.bentoml_home is None
+    table = index_processes(STORE, [view], identity=IDENTITIES.get)
+    assert RECORD.path in holders_in(table, [RECORD]).holders
