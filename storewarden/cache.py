@@ -87,9 +87,12 @@ class CensusCache:
     (some 45 MiB at 50,000 versions; docs/performance.md).
     """
 
-    def __init__(self, path: Path, root: Path) -> None:
+    def __init__(self, path: Path, root: Path, *, saving: bool = True) -> None:
         self.path = path
         self.root = root
+        # False for a census whose cache is never saved (a read-only command's):
+        # it still reads rows, but writes none but the bentos' (kept by only()).
+        self.saving = saving
         self._rows: dict[str, list[Any]] = {}
         # When each version was first seen in this store: [inode, mtime_ns, ctime_ns,
         # seconds], the stamp its directory had when last seen with it.
@@ -183,6 +186,8 @@ class CensusCache:
             or not is_valid_tag_part(record.version)
         ):
             return
+        if not self.saving and record.kind != "bentos":
+            return  # never saved, and only() keeps the bentos' rows alone
         key = f"{record.kind}/{record.name}/{record.version}"
         row = [
             stamp.inode,
@@ -221,9 +226,10 @@ class CensusCache:
             # A loaded row stays unseen: replaced by the one written here.
             seen = ctime if row is None else max(row[3], ctime)
             self._dirty = True
-            self._written_arrivals.extend(
-                _member(key, [stamp.inode, stamp.mtime_ns, stamp.ctime_ns, seen])
-            )
+            if self.saving:
+                self._written_arrivals.extend(
+                    _member(key, [stamp.inode, stamp.mtime_ns, stamp.ctime_ns, seen])
+                )
         try:
             return datetime.fromtimestamp(seen, tz=UTC)
         except (OverflowError, ValueError, OSError):
@@ -258,7 +264,7 @@ class CensusCache:
 
     def save(self) -> None:
         """Write what this census found (temp file + rename); a failure is not an error."""
-        if not self.changed():
+        if not self.saving or not self.changed():
             return
         kept = {key: row for key, row in self._rows.items() if key not in self._unseen}
         arrivals = {

@@ -328,12 +328,12 @@ class Engine:
         directory; the cache is written back only where that directory already
         exists (a read-only command never creates it, nor its owner).
         """
-        cache = CensusCache(self.state_dir / CACHE_FILE, self.root)
+        # Only by a command that writes anyway, and only into the warden's own directory.
+        saving = not self.read_only and (self.state_dir / STATE_MARKER).is_file()
+        cache = CensusCache(self.state_dir / CACHE_FILE, self.root, saving=saving)
         cache.load()
         snapshot = census(self.root, self.config.kinds, self.filesystem, cache)
-        # Only by a command that writes anyway, and only into the warden's own directory.
-        if not self.read_only and (self.state_dir / STATE_MARKER).is_file():
-            cache.save()
+        cache.save()
         # Kept for the re-read of bentos (current_references) only: the rows of every
         # model version need not outlive the census.
         self._cache = cache.only("bentos")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from storewarden import cache as cache_module
 from storewarden.cache import FILE_NAME, FORMAT, CensusCache
 from storewarden.config import build_config
 from storewarden.engine import Engine
@@ -160,6 +161,35 @@ def test_a_read_only_command_never_creates_the_state_directory(store: Path) -> N
     make_series(store, "iris", 2)
     engine_for(store).census()
     assert not (store / ".storewarden").exists()
+
+
+def test_a_census_whose_cache_is_never_saved_serialises_no_row_of_a_model(
+    cached_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read-only status on a cold store spent a tenth of its census writing
+    # the JSON of rows it would never save.
+    for version in (cached_store / "models" / "iris").glob("iris*"):
+        (version / "extra.bin").write_bytes(b"x")  # every iris row is stale: a miss
+    make_bento(cached_store, "svc", "b1", needs=("bert:latest",))
+    serialised: list[str] = []
+    real_member = cache_module._member
+
+    def member(key: str, row: list[object]) -> bytes:
+        serialised.append(key)
+        return real_member(key, row)
+
+    monkeypatch.setattr(cache_module, "_member", member)
+    before = (cached_store / ".storewarden" / FILE_NAME).read_bytes()
+    reader = Engine(build_config({"store": str(cached_store)}), read_only=True)
+
+    snapshot = reader.census()
+
+    assert serialised == ["bentos/svc/b1"]  # kept for the re-read of bentos before a removal
+    assert (cached_store / ".storewarden" / FILE_NAME).read_bytes() == before
+    assert records(snapshot) == records(census(cached_store))
+    serialised.clear()
+    engine_for(cached_store).census()  # a writer's census saves what it found
+    assert {key.split("/")[1] for key in serialised} >= {"iris", "svc"}
 
 
 def test_when_a_version_was_first_seen_is_kept_across_runs_while_its_directory_is_unchanged(
