@@ -29,7 +29,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -601,18 +601,8 @@ class PollingWatcher:
 
     def _disagreeing(self, index: Index) -> list[str]:
         """Return the versions the listings and ``index`` disagree on (one side has them)."""
-        indexed = {str(path) for path in (*index.versions, *index.others)}
         with self._lock:
-            listed = {
-                self._join(name, entry)
-                for name, entries in self._listings.items()
-                for entry in entries
-            }
-            names = set(self._listings)
-        return sorted(
-            (listed - indexed)
-            | {path for path in indexed - listed if path.rsplit("/", 1)[0] in names}
-        )
+            return disagreeing(index, self._listings)
 
     def _after_structure_change(self, path: str, new: Signature | None, started: int) -> list[str]:
         """Take in a change of the root, a kind, a name or a pointer; return the paths touched.
@@ -1026,6 +1016,19 @@ class InotifyWatcher:
         for record in (*index.versions.values(), *index.others.values()):
             if settling(record, now, self.settle):
                 self._watch_tree(str(record.path), 3)
+        # Saved or removed after the census read its name directory and before the
+        # watch on it was placed: no event will come, so compare listings now.
+        listings: dict[str, Iterable[str]] = {}
+        for kind in self.kinds:
+            kind_path = self._join(self.root, kind)
+            for name in _subdirectories(kind_path):
+                name_path = self._join(kind_path, name)
+                listing = _version_listing(name_path)
+                if listing is not None:
+                    listings[name_path] = listing
+        missed = disagreeing(index, listings)
+        if missed:
+            self.recorder.record_paths(missed)
         self._expire(index, now)
         self._poll_failing(index, now)
 
@@ -1205,6 +1208,21 @@ def _subdirectories(path: str) -> list[str]:
 
 def _record(index: Index, path: Path) -> VersionRecord | None:
     return index.versions.get(path) or index.others.get(path)
+
+
+def disagreeing(index: Index, listings: Mapping[str, Iterable[str]]) -> list[str]:
+    """Return the versions that name directories' listings and ``index`` disagree on.
+
+    ``listings`` maps a name directory's path to the version entries listed
+    in it. A version listed but not indexed was saved since the census; one
+    indexed under a listed name but not in its listing has gone.
+    """
+    indexed = {str(path) for path in (*index.versions, *index.others)}
+    listed = {f"{name}/{entry}" for name, entries in listings.items() for entry in entries}
+    return sorted(
+        (listed - indexed)
+        | {path for path in indexed - listed if path.rsplit("/", 1)[0] in listings}
+    )
 
 
 def depth_below(root: str, path: str) -> int:

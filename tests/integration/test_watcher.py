@@ -9,6 +9,7 @@ lines of ``/proc/self/fdinfo/<descriptor>``. A refused watch is injected
 from __future__ import annotations
 
 import errno
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,8 +21,9 @@ import pytest
 
 from storewarden import watcher as watcher_module
 from storewarden.daemon import Daemon
+from storewarden.index import Index
 from storewarden.store import census
-from storewarden.watcher import Inotify, InotifyWatcher
+from storewarden.watcher import ChangeRecorder, Inotify, InotifyWatcher
 from tests.conftest import Audit
 from tests.reliability.support import genstore
 from tests.reliability.test_scale import run_daemon
@@ -202,3 +204,37 @@ def test_a_name_whose_watch_was_refused_is_polled_at_each_check(
     )
     assert audit.named("reconcile_finished") == []
     assert daemon.index is not None
+
+
+def test_what_was_saved_or_removed_between_the_census_and_the_watches_is_seen(
+    tmp_path: Path,
+) -> None:
+    # On a large store the census runs for seconds before the name directories
+    # are watched: a version saved (or removed) in between gives no event.
+    store = tmp_path / "bentoml"
+    make_version(store, "iris", "v1", set_latest=True)
+    gone = make_version(store, "iris", "v0")
+    index = Index(store, ("models", "bentos"))
+    index.load(census(store, ("models", "bentos")))  # the census
+    make_version(store, "iris", "v2")  # saved while the census still ran
+    make_version(store, "bert", "b1", set_latest=True)  # a name new since the census
+    shutil.rmtree(gone)  # removed by bentoml models delete meanwhile
+    recorder = ChangeRecorder(index, lambda: None)
+    watcher = InotifyWatcher(
+        recorder,
+        store,
+        index.watched_kinds,
+        settle=lambda *_: 0.0,
+        on_failure=lambda *_: None,
+        on_overflow=lambda: None,
+    )
+    watcher.start()
+    try:
+        watcher.resync(index, datetime.now(tz=UTC))  # what the daemon does after its census
+        index.refresh(recorder.drain())  # what its first check does
+    finally:
+        watcher.stop()
+
+    found = {record.version for record in census(store, ("models", "bentos")).versions}
+    assert found == {"v1", "v2", "b1"}
+    assert {path.name for path in index.versions} == found
