@@ -158,6 +158,10 @@ def census_section(work: Path, versions: int, bentoml: list[str] | None) -> list
     start = best_of(3, python_start)
     bare = best_of(5, lambda: timed([sys.executable, "-c", "pass"]))
     version = best_of(5, lambda: timed(storewarden("--version"), env))
+    # A status's fixed cost: start-up, config and an empty store's census and plan.
+    empty = work / "census-empty-store"
+    (empty / "models").mkdir(parents=True)
+    fixed = best_of(3, lambda: timed(storewarden("status", "--json", "--store", str(empty))))
     rows = [Row("census", f"du -sb ({label})", f"{du:.3f} s")]
     bento = None
     if bentoml is not None:
@@ -171,6 +175,15 @@ def census_section(work: Path, versions: int, bentoml: list[str] | None) -> list
             f"{version:.3f} s",
             baseline=f"python -c pass {bare:.3f} s",
             ratio=f"{version / bare:.1f}x python -c pass",
+        )
+    )
+    rows.append(
+        Row(
+            "census",
+            "storewarden status --json on an empty store (its fixed cost)",
+            f"{fixed:.3f} s",
+            baseline=f"du {du:.3f} s",
+            ratio=f"{fixed / du:.1f}x du",
         )
     )
     measures = (
@@ -247,6 +260,14 @@ def prune_section(
                 ["du", "-sb", str(template / "models")], check=True, capture_output=True, text=True
             ).stdout.split()[0]
         )
+        # The command's fixed cost: start-up, config, recovery, census and plan of a
+        # store with nothing in it. Against rm -rf's whole time, it bounds the ratio.
+        empty = mount / "empty-store"
+        (empty / "models").mkdir(parents=True)
+        fixed = best_of(
+            rounds,
+            partial(timed, storewarden("prune", "--config", str(config), "--store", str(empty))),
+        )
         for round_number in range(rounds):
             copies = {kind: mount / f"by-{kind}" for kind in times}
             for copy in copies.values():
@@ -274,8 +295,16 @@ def prune_section(
         subprocess.run(["umount", "-l", str(mount)], check=False)
     rate = {kind: size / min(values) / 2**20 for kind, values in times.items()}
     shape = f"{count} versions of {files * per_file / 2**20:.0f} MiB ({size / 2**30:.2f} GiB)"
+    rm_seconds = min(times["rm"])
     return [
         Row("prune", f"rm -rf, {shape}, tmpfs, best of {rounds}", f"{rate['rm']:.0f} MiB/s"),
+        Row(
+            "prune",
+            "storewarden prune command on an empty store (its fixed cost)",
+            f"{fixed:.3f} s",
+            baseline=f"rm -rf of all {count}: {rm_seconds:.3f} s",
+            ratio=f"best possible {rm_seconds / (rm_seconds + fixed):.2f}x rm -rf",
+        ),
         Row(
             "prune",
             f"storewarden prune command, same data ({left} left)",
