@@ -379,6 +379,19 @@ def _version_listing(path: str) -> dict[str, int] | None:
     return listing
 
 
+def _version_names(path: str) -> list[str] | None:
+    """Return the version directories in a name directory (no stat); None if unreadable."""
+    try:
+        with os.scandir(path) as entries:
+            return [
+                entry.name
+                for entry in entries
+                if is_version_entry(entry.name) and entry.is_dir(follow_symlinks=False)
+            ]
+    except OSError:
+        return None
+
+
 def _pointer_content(path: str) -> str | None:
     """Return what a pointer says as it stands (a link's text, or a file's first 4 KiB)."""
     try:
@@ -1023,9 +1036,9 @@ class InotifyWatcher:
             kind_path = self._join(self.root, kind)
             for name in _subdirectories(kind_path):
                 name_path = self._join(kind_path, name)
-                listing = _version_listing(name_path)
-                if listing is not None:
-                    listings[name_path] = listing
+                names = _version_names(name_path)
+                if names is not None:
+                    listings[name_path] = names
         missed = disagreeing(index, listings)
         if missed:
             self.recorder.record_paths(missed)
