@@ -27,6 +27,7 @@ from storewarden.store import (
     census_version,
     check_targets,
     is_valid_tag_part,
+    name_refusal,
     read_pointer,
 )
 from storewarden.tags import is_store_name
@@ -241,7 +242,12 @@ class Index:
             info = os.lstat(path)
         except OSError:
             info = None
-        if info is not None and stat.S_ISDIR(info.st_mode) and is_valid_tag_part(version):
+        if (
+            info is not None
+            and stat.S_ISDIR(info.st_mode)
+            and is_valid_tag_part(version)
+            and self._reads_name(kind, name)
+        ):
             record = census_version(_kind(kind), name, path, self.filesystem)
         if record is None:
             if old is None:
@@ -259,14 +265,32 @@ class Index:
             return Change("added", record)
         return None
 
+    def _reads_name(self, kind: str, name: str) -> bool:
+        """Return whether the census reads this name directory (see store.name_refusal).
+
+        An event or a listing may point into a name the census leaves alone
+        (``Iris``, a symlink, a filesystem mounted there): nothing in it is
+        the store's, so nothing in it may be indexed, let alone removed.
+        """
+        try:
+            kind_info = os.lstat(self.root / kind)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(kind_info.st_mode):
+            return False
+        path = self.root / kind / name
+        return name_refusal(name, lambda: os.lstat(path), kind_info, self.filesystem) is None
+
     def refresh_pointer(self, kind: str, name: str) -> list[Change]:
         """Re-read the pointer of a name; return a ``latest`` change if its target moved."""
         key = (kind, name)
         path = self.root / kind / name / POINTER
         old = self.pointers.get(key)
+        pointer: Pointer | None = None
         try:
-            info = os.lstat(path)
-            pointer: Pointer | None = read_pointer(_kind(kind), name, path, self.filesystem, info)
+            if self._reads_name(kind, name):
+                info = os.lstat(path)
+                pointer = read_pointer(_kind(kind), name, path, self.filesystem, info)
         except OSError:
             pointer = None
         if pointer is None:

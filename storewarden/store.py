@@ -15,7 +15,7 @@ import functools
 import itertools
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -734,6 +734,34 @@ def _mount_in(path: Path, top: os.stat_result, walk: Walk, filesystem: FileSyste
     return walk.mounted
 
 
+def name_refusal(
+    name: str,
+    lstat_name: Callable[[], os.stat_result],
+    kind_info: os.stat_result,
+    filesystem: FileSystem,
+) -> str | None:
+    """Return why the census leaves a name directory alone, or None if it reads it.
+
+    The empty string: left alone without a problem to report (a version the
+    warden is removing in place, or a directory gone meanwhile). The daemon's
+    index applies the same rules to what its watchers report, so that it
+    never holds a version the census would not.
+    """
+    if not is_store_name(name) and is_valid_tag_part(name):
+        return ""  # a version the warden is removing in place: no longer the store's
+    if not is_valid_tag_part(name):
+        return "name is not a valid BentoML tag"
+    try:
+        info = lstat_name()
+    except OSError:
+        return ""
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory; not scanned"
+    if filesystem.is_mount(info, kind_info):
+        return "another filesystem is mounted here; left alone"
+    return None
+
+
 def census_version(
     kind: Kind,
     name: str,
@@ -841,22 +869,15 @@ class _Census:
     def name(self, kind: Kind, name_entry: os.DirEntry[str], kind_info: os.stat_result) -> None:
         """Read one name directory: its versions, its pointer and what is wrong in it."""
         name_path = Path(name_entry.path)
-        if not is_store_name(name_entry.name) and is_valid_tag_part(name_entry.name):
-            return  # a version the warden is removing in place: no longer the store's
-        if not is_valid_tag_part(name_entry.name):
-            self.problems.append(Problem(name_path, "name is not a valid BentoML tag"))
-            return
-        if name_entry.is_symlink() or not name_entry.is_dir(follow_symlinks=False):
-            self.problems.append(Problem(name_path, "not a directory; not scanned"))
-            return
-        try:
-            mounted = self.filesystem.is_mount(name_entry.stat(follow_symlinks=False), kind_info)
-        except OSError:
-            return
-        if mounted:
-            self.problems.append(
-                Problem(name_path, "another filesystem is mounted here; left alone")
-            )
+        refusal = name_refusal(
+            name_entry.name,
+            lambda: name_entry.stat(follow_symlinks=False),
+            kind_info,
+            self.filesystem,
+        )
+        if refusal is not None:
+            if refusal:
+                self.problems.append(Problem(name_path, refusal))
             return
         try:
             entries = _entries(name_path, self.filesystem)

@@ -1035,6 +1035,8 @@ class InotifyWatcher:
         for kind in self.kinds:
             kind_path = self._join(self.root, kind)
             for name in _subdirectories(kind_path):
+                if not is_store_name(name):
+                    continue  # the census leaves it alone; so does the index
                 name_path = self._join(kind_path, name)
                 names = _version_names(name_path)
                 if names is not None:
@@ -1228,14 +1230,22 @@ def disagreeing(index: Index, listings: Mapping[str, Iterable[str]]) -> list[str
 
     ``listings`` maps a name directory's path to the version entries listed
     in it. A version listed but not indexed was saved since the census; one
-    indexed under a listed name but not in its listing has gone.
+    indexed but not listed has gone, with its name directory if that is no
+    longer a directory.
     """
     indexed = {str(path) for path in (*index.versions, *index.others)}
     listed = {f"{name}/{entry}" for name, entries in listings.items() for entry in entries}
-    return sorted(
-        (listed - indexed)
-        | {path for path in indexed - listed if path.rsplit("/", 1)[0] in listings}
-    )
+    gone_names: dict[str, bool] = {}
+    missing = []
+    for path in indexed - listed:
+        name = path.rsplit("/", 1)[0]
+        if name not in listings and name not in gone_names:
+            # Not listed: gone with its last version (BentoML removes the name
+            # directory then) or replaced by a file; an unreadable one is not gone.
+            gone_names[name] = not _is_directory(name)
+        if name in listings or gone_names[name]:
+            missing.append(path)
+    return sorted(listed - indexed) + sorted(missing)
 
 
 def depth_below(root: str, path: str) -> int:

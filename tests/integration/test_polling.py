@@ -270,6 +270,23 @@ def test_what_was_saved_between_the_census_and_the_first_poll_is_seen(
     assert warden.indexed() == warden.on_disk() == {"v1", "v2", "b1"}
 
 
+def test_a_name_removed_whole_between_the_census_and_the_first_poll_leaves_the_index(
+    tmp_path: Path, rig: Callable[..., Rig]
+) -> None:
+    # Its versions' bytes would otherwise stay counted until reconcile, and
+    # trigger a prune of versions that did not need to go.
+    store = tmp_path / "bentoml"
+    make_version(store, "iris", "v1", set_latest=True)
+    last = make_version(store, "gpt", "g1", set_latest=True)
+    warden = rig()  # the census
+    shutil.rmtree(last.parent)  # the name's last version deleted: BentoML removes the name too
+    time.sleep(2.1)
+    warden.start()
+    warden.cycles(2)
+    assert warden.indexed() == warden.on_disk() == {"v1"}
+    assert warden.index.store_bytes == sum(r.bytes for r in warden.index.versions.values())
+
+
 @pytest.mark.parametrize("failing", ["listing", "lstat"])
 def test_a_name_directory_that_cannot_be_read_once_is_looked_at_again_not_forgotten(
     tmp_path: Path, rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch, failing: str

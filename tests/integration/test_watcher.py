@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -206,19 +207,11 @@ def test_a_name_whose_watch_was_refused_is_polled_at_each_check(
     assert daemon.index is not None
 
 
-def test_what_was_saved_or_removed_between_the_census_and_the_watches_is_seen(
-    tmp_path: Path,
-) -> None:
-    # On a large store the census runs for seconds before the name directories
-    # are watched: a version saved (or removed) in between gives no event.
-    store = tmp_path / "bentoml"
-    make_version(store, "iris", "v1", set_latest=True)
-    gone = make_version(store, "iris", "v0")
+def resynced_index(store: Path, between: Callable[[], object]) -> Index:
+    """Census, then ``between`` (what happens before the watches), then start, resync, check."""
     index = Index(store, ("models", "bentos"))
     index.load(census(store, ("models", "bentos")))  # the census
-    make_version(store, "iris", "v2")  # saved while the census still ran
-    make_version(store, "bert", "b1", set_latest=True)  # a name new since the census
-    shutil.rmtree(gone)  # removed by bentoml models delete meanwhile
+    between()
     recorder = ChangeRecorder(index, lambda: None)
     watcher = InotifyWatcher(
         recorder,
@@ -234,7 +227,69 @@ def test_what_was_saved_or_removed_between_the_census_and_the_watches_is_seen(
         index.refresh(recorder.drain())  # what its first check does
     finally:
         watcher.stop()
+    return index
+
+
+def test_what_was_saved_or_removed_between_the_census_and_the_watches_is_seen(
+    tmp_path: Path,
+) -> None:
+    # On a large store the census runs for seconds before the name directories
+    # are watched: a version saved (or removed) in between gives no event.
+    store = tmp_path / "bentoml"
+    make_version(store, "iris", "v1", set_latest=True)
+    gone = make_version(store, "iris", "v0")
+    last = make_version(store, "gpt", "g1", set_latest=True)
+
+    def meanwhile() -> None:
+        make_version(store, "iris", "v2")  # saved while the census still ran
+        make_version(store, "bert", "b1", set_latest=True)  # a name new since the census
+        shutil.rmtree(gone)  # removed by bentoml models delete meanwhile
+        shutil.rmtree(last.parent)  # a name's last version: BentoML removes the name too
+
+    index = resynced_index(store, meanwhile)
 
     found = {record.version for record in census(store, ("models", "bentos")).versions}
     assert found == {"v1", "v2", "b1"}
     assert {path.name for path in index.versions} == found
+    assert index.versions_by_kind["models"] == 3  # the bytes that drive a prune, too
+    assert index.store_bytes == sum(record.bytes for record in index.versions.values())
+
+
+@pytest.mark.parametrize("layout", ["not-a-tag", "symlink", "mounted"])
+def test_a_name_directory_the_census_leaves_alone_is_never_indexed(
+    tmp_path: Path, layout: str
+) -> None:
+    # Found by review: the start-up listing took every directory of a kind, and
+    # the index took in what it named; a prune then removed models/Iris/old1.
+    store = tmp_path / "bentoml"
+    make_version(store, "iris", "v1", set_latest=True)
+    outside = tmp_path / "elsewhere"
+    make_version(outside, "iris", "x1")
+    name = {"not-a-tag": "Iris", "symlink": "linked", "mounted": "mnt"}[layout]
+    name_path = store / "models" / name
+    if layout == "symlink":
+        name_path.symlink_to(outside / "models" / "iris")
+    elif layout == "mounted":
+        name_path.mkdir()
+        try:
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(name_path)],
+                check=True,
+                capture_output=True,
+            )
+        except (subprocess.CalledProcessError, FileNotFoundError) as error:
+            pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {error}")
+    try:
+        if layout != "symlink":
+            make_version(store, name, "old1", set_latest=True)
+        assert census(store, ("models",)).problems  # the census reports it and leaves it
+
+        index = resynced_index(store, lambda: make_version(store, "iris", "v2"))
+        refreshed = index.refresh([("models", name, "old1"), ("models", name, "latest")])
+
+        assert {path.name for path in index.versions} == {"v1", "v2"}
+        assert refreshed == []
+        assert ("models", name) not in index.pointers
+    finally:
+        if layout == "mounted":
+            subprocess.run(["umount", "-l", str(name_path)], check=False)
