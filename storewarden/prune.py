@@ -1078,9 +1078,9 @@ class Pruner:
         if entries:
             self.log.info("trash_emptied", entries=entries, bytes=trash_bytes)
         snapshot = take_census() if take_census else census(self.root, self.kinds, self.filesystem)
-        repaired = self.repair_pointers(snapshot)
+        repaired, changed_since = self.repair_pointers(snapshot)
         recovery = Recovery(rolled_back, completed, entries, trash_bytes, repaired)
-        if not recovery.changed_store:
+        if not recovery.changed_store and not changed_since:
             recovery = Recovery(rolled_back, completed, entries, trash_bytes, repaired, snapshot)
         return recovery
 
@@ -1251,17 +1251,45 @@ class Pruner:
             return None
         return best
 
-    def repair_pointers(self, snapshot: Snapshot) -> int:
+    def _pointer_fixed_since(self, kind: Kind, name: str, seen: str | None) -> bool:
+        """Return whether a pointer the census found broken is fine now, or rewritten since.
+
+        The census lists a name directory before it reads its ``latest``: a
+        save in between (BentoML writes the version, then the pointer) shows
+        a pointer naming a version the listing missed. Repairing it then put
+        ``latest`` back on an older version. Re-read just before the repair:
+        a pointer rewritten since, or naming a version directory now there,
+        is left as it is (the next census judges it again).
+        """
+        try:
+            _form, target = self.read_pointer(kind, name)
+        except OSError:
+            return True  # cannot be read now: left as it is, like an unreadable one
+        if target != seen:
+            return True
+        if target is None or not is_valid_tag_part(target):
+            return False
+        try:
+            return stat.S_ISDIR(os.lstat(self.root / kind / name / target).st_mode)
+        except OSError:
+            return False
+
+    def repair_pointers(self, snapshot: Snapshot) -> tuple[int, bool]:
         """Point every pointer that names a missing or invalid version at the newest complete one.
 
         A name left with no complete version loses its pointer (and its
-        directory, if that is then empty). Return how many were repaired.
+        directory, if that is then empty). Return how many were repaired,
+        and whether a pointer had changed since ``snapshot`` (then it is stale).
         """
         repaired = 0
+        changed_since = False
         for (kind_text, name), pointer in sorted(snapshot.pointers.items()):
             if pointer.problem is None or pointer.unreadable:
                 continue  # an unreadable one may name any version: left as it is
             kind: Kind = "bentos" if kind_text == "bentos" else "models"
+            if self._pointer_fixed_since(kind, name, pointer.target):
+                changed_since = True
+                continue
             new = self.newest_settled(kind, name, excluding=None)
             if new is None and self.newest_settled(kind, name, None, settled=False):
                 # Only versions still being written: pointing at one could name a
@@ -1292,4 +1320,4 @@ class Pruner:
                 problem=pointer.problem,
             )
             repaired += 1
-        return repaired
+        return repaired, changed_since

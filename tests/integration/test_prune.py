@@ -642,6 +642,36 @@ def test_a_dangling_or_invalid_pointer_is_repaired_to_the_newest_complete_versio
     assert repaired["problem"]
 
 
+@pytest.mark.parametrize("meanwhile", ["saved-and-pointed", "pointed-elsewhere"])
+def test_a_pointer_fixed_by_a_save_after_the_census_is_not_repaired_back(
+    store: Path, audit: Audit, meanwhile: str
+) -> None:
+    # Found by review: the census listed the name directory, BentoML then saved
+    # c-new and pointed latest at it, and the census read latest naming a
+    # version its listing lacked: the repair put latest back on an older one.
+    make_version(store, "iris", "a-old", created=NOW - 9 * DAY, set_latest=True)
+    make_version(store, "iris", "b-settled", created=NOW - 2 * DAY)
+    engine = Engine(config_for(store))
+
+    def census_then_a_save() -> Any:
+        point_latest(store, "iris", "c-new")  # what the census reads: a version it never listed
+        snapshot = engine.census()
+        if meanwhile == "saved-and-pointed":
+            make_version(store, "iris", "c-new")  # the save finishes (in truth, before latest)
+        else:
+            point_latest(store, "iris", "b-settled")  # another writer moves it meanwhile
+        return snapshot
+
+    with engine.lock.held():
+        recovery = engine.pruner.recover(lambda: 0.0, census_then_a_save)
+
+    assert recovery.pointers_repaired == 0
+    assert recovery.snapshot is None  # stale: the plan takes a census of its own
+    assert audit.named("pointer_repaired") == []
+    expected = "c-new" if meanwhile == "saved-and-pointed" else "b-settled"
+    assert read_latest(store, "iris") == expected
+
+
 def test_a_latest_linked_to_a_file_outside_its_name_directory_is_left_alone_and_protects_all(
     store: Path, audit: Audit
 ) -> None:
