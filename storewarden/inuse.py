@@ -87,14 +87,21 @@ def _inspect(pid: int) -> ProcessView | None:
     """
     complete = True
     cmdline: tuple[str, ...] = ()
+    proc = f"/proc/{pid}"
     try:
-        cmdline = _cmdline(_read_proc(pid, "cmdline"))
+        cmdline = _cmdline(_read_proc(proc, "cmdline"))
+        if not cmdline:
+            # Its main thread may have exited while others run on: /proc/<pid> then
+            # shows no command line, descriptors or mappings; a live thread's do.
+            thread = _live_thread(pid)
+            if thread is not None:
+                proc, cmdline = thread
     except (FileNotFoundError, ProcessLookupError):
         return None
     except OSError:
         complete = False
     try:
-        held = _held(pid)
+        held = _held(proc)
     except (FileNotFoundError, ProcessLookupError):
         return None
     except OSError:
@@ -104,17 +111,17 @@ def _inspect(pid: int) -> ProcessView | None:
     # Only a command line that may hold a tag makes the environment matter.
     if any(":" in argument for argument in cmdline):
         try:
-            bentoml_home = _bentoml_home(pid)
+            bentoml_home = _bentoml_home(proc)
         except (FileNotFoundError, ProcessLookupError):
             return None  # gone since its command line was read
-        if bentoml_home is None and not _alive(pid):
+        if bentoml_home is None and not _alive(proc):
             # An exiting process shows an empty environment: it holds nothing,
             # where reading it as "BENTOML_HOME unknown" would hold a version
             # of this store by a tag it meant for another.
             return None
     return ProcessView(
         pid=pid,
-        name=_name(pid, cmdline),
+        name=_name(proc, cmdline),
         cmdline=cmdline,
         cwd=held.cwd,
         paths=tuple(held.paths),
@@ -124,19 +131,19 @@ def _inspect(pid: int) -> ProcessView | None:
     )
 
 
-def _alive(pid: int) -> bool:
+def _alive(proc: str) -> bool:
     """Return whether the process still has a command line (not gone, not a zombie)."""
     try:
-        return bool(_read_proc(pid, "cmdline"))
+        return bool(_read_proc(proc, "cmdline"))
     except (FileNotFoundError, ProcessLookupError):
         return False
     except OSError:
         return True  # cannot tell: the view stands
 
 
-def _read_proc(pid: int, entry: str) -> bytes:
-    """Return the whole of ``/proc/<pid>/<entry>``; raise OSError as reading it does."""
-    descriptor = os.open(f"/proc/{pid}/{entry}", os.O_RDONLY | os.O_CLOEXEC)
+def _read_proc(proc: str, entry: str) -> bytes:
+    """Return the whole of ``<proc>/<entry>`` (``/proc/<pid>``); raise OSError as reading does."""
+    descriptor = os.open(f"{proc}/{entry}", os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
         while chunk := os.read(descriptor, 1 << 16):
@@ -162,10 +169,10 @@ def _cmdline(data: bytes) -> tuple[str, ...]:
     return tuple(arguments)
 
 
-def _name(pid: int, cmdline: tuple[str, ...]) -> str:
+def _name(proc: str, cmdline: tuple[str, ...]) -> str:
     """Return a process's name as psutil gives it: ``comm``, or its program's when cut short."""
     try:
-        name = os.fsdecode(_read_proc(pid, "comm")).removesuffix("\n")
+        name = os.fsdecode(_read_proc(proc, "comm")).removesuffix("\n")
     except OSError:
         return ""
     if len(name) >= 15 and cmdline:  # the kernel keeps 15 characters of it
@@ -211,7 +218,26 @@ def _inspect_with_psutil() -> Iterator[ProcessView]:
         )
 
 
-def _bentoml_home(pid: int) -> str | None:
+def _live_thread(pid: int) -> tuple[str, tuple[str, ...]] | None:
+    """Return a live thread's ``/proc/<pid>/task/<tid>`` and command line; None if none has one."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in threads:
+        if tid == str(pid):
+            continue
+        proc = f"/proc/{pid}/task/{tid}"
+        try:
+            cmdline = _cmdline(_read_proc(proc, "cmdline"))
+        except OSError:
+            continue
+        if cmdline:
+            return proc, cmdline
+    return None
+
+
+def _bentoml_home(proc: str) -> str | None:
     """Return BENTOML_HOME from ``/proc/<pid>/environ``; None if unset or unreadable.
 
     Raise FileNotFoundError or ProcessLookupError when the process has gone.
@@ -221,7 +247,7 @@ def _bentoml_home(pid: int) -> str | None:
     unknown.
     """
     try:
-        data = _read_proc(pid, "environ")
+        data = _read_proc(proc, "environ")
     except (FileNotFoundError, ProcessLookupError):
         raise
     except OSError:
@@ -292,8 +318,8 @@ class Held:
 _NOT_FILES = ("socket:", "pipe:", "anon_inode:")
 
 
-def _held(pid: int) -> Held:
-    """Return what process ``pid`` holds, read from ``/proc/<pid>``.
+def _held(proc: str) -> Held:
+    """Return what a process holds, read from ``proc`` (``/proc/<pid>``, or a thread's).
 
     Open files are the targets of ``fd/*`` (a stat through the link gives the
     file's device and inode whatever namespace opened it), mapped files come
@@ -302,7 +328,6 @@ def _held(pid: int) -> Held:
     process has gone (or is a zombie), another OSError (EACCES: another
     user's, without CAP_SYS_PTRACE) if it cannot be inspected.
     """
-    proc = f"/proc/{pid}"
     inodes: set[Inode] = set()
     paths: list[str] = []
     cwd = os.readlink(f"{proc}/cwd")
@@ -321,7 +346,7 @@ def _held(pid: int) -> Held:
             paths.append(target)
         if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
             inodes.add((info.st_dev, info.st_ino))
-    mapped, mapped_inodes = _maps(_read_proc(pid, "maps"))
+    mapped, mapped_inodes = _maps(_read_proc(proc, "maps"))
     paths.extend(mapped)
     inodes |= mapped_inodes
     return Held(cwd, paths, frozenset(inodes))

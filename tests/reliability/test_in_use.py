@@ -55,6 +55,24 @@ print("holding", flush=True)
 sys.stdin.read()
 """
 
+# Holds (a file when argv[1] is "open", else its cwd or arguments) from a thread, after
+# its main thread has exited (SYS_exit ends one thread): /proc/<pid> then shows no
+# command line, descriptors or mappings, only /proc/<pid>/task/<tid> does.
+LEADER_EXITS = """
+import ctypes, os, platform, sys, threading, time
+
+def hold():
+    handle = open(os.environ["HOLD"], "rb") if sys.argv[1] == "open" else None
+    while open(f"/proc/{os.getpid()}/cmdline", "rb").read():
+        time.sleep(0.01)  # until the main thread is gone
+    print("holding", flush=True)
+    sys.stdin.read()
+    os._exit(0)
+
+threading.Thread(target=hold).start()
+ctypes.CDLL(None).syscall({"x86_64": 60, "aarch64": 93}[platform.machine()], 0)
+"""
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -92,6 +110,20 @@ HOLDERS = [
     Holder(
         "a-symlink-to-it-in-the-arguments",
         lambda _v, links: [sys.executable, "-c", WAIT, f"{links}/current"],
+    ),
+    Holder(
+        "a-file-open-by-a-thread-its-main-thread-gone",
+        lambda _v, _l: [sys.executable, "-c", LEADER_EXITS, "open"],
+        hold_file=True,
+    ),
+    Holder(
+        "the-working-directory-its-main-thread-gone",
+        lambda _v, _l: [sys.executable, "-c", LEADER_EXITS, "-"],
+        cwd=True,
+    ),
+    Holder(
+        "its-tag-in-the-arguments-its-main-thread-gone",
+        lambda _v, _l: [sys.executable, "-c", LEADER_EXITS, "-", f"{NAME}:v1"],
     ),
 ]
 

@@ -350,12 +350,12 @@ class ExitingProcess:
         self.what_is_left = what_is_left
         self.reads: list[str] = []
 
-    def __call__(self, pid: int, entry: str) -> bytes:
+    def __call__(self, proc: str, entry: str) -> bytes:
         self.reads.append(entry)
         if self.reads.count("cmdline") == 1 and entry == "cmdline":
             return b"python\0-c\0print('iris:latest')\0"
         if self.what_is_left == "gone":
-            raise FileNotFoundError(f"/proc/{pid}/{entry}")
+            raise FileNotFoundError(f"{proc}/{entry}")
         if self.what_is_left == "zombie":
             return b""  # its memory released: no environment, no command line
         # alive with an empty environment (env -i): the command line is still there
