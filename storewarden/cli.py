@@ -607,7 +607,8 @@ def after_batch(engine: Engine, result: CycleResult, *, protected: int | None) -
     """
     snapshot = engine.census()
     usage = engine.usage(snapshot.store_bytes)
-    engine.record_history(snapshot.versions, usage, protected=protected)
+    if not result.dry_run:  # a dry run changes nothing, its history included
+        engine.record_history(snapshot.versions, usage, protected=protected)
     textfile = engine.config.metrics.textfile
     if textfile is None:
         return

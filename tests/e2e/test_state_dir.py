@@ -296,6 +296,32 @@ def test_a_fresh_state_dir_is_created_and_marked(store: Path, tmp_path: Path) ->
     )
 
 
+def test_a_dry_run_leaves_the_state_dir_as_it_was_but_for_the_lock(
+    store: Path, tmp_path: Path
+) -> None:
+    # Found by review: a dry run appended a usage sample to the history.
+    make_version(store, "iris", "v1", created=NOW - timedelta(days=30))
+    make_version(store, "iris", "v2", set_latest=True)
+    state = tmp_path / "state"
+    config = str(
+        config_with(tmp_path, state_dir=str(state), protect={"settle": "0s", "min_age": "0s"})
+    )
+    assert run_cli(store, "status", "--config", config).returncode == 0
+    assert run_cli(store, "prune", "--config", config, "--dry-run").returncode == 0
+    first = run_cli(store, "prune", "--config", config)  # makes the state dir, one sample
+    assert first.returncode == 0, first.stderr
+    before = {path.name: path.read_bytes() for path in state.iterdir() if path.is_file()}
+
+    for command in (["prune", "--dry-run"], ["delete", "iris:v1", "--dry-run"]):
+        result = run_cli(store, *command, "--config", config)
+        assert result.returncode == 0, result.stderr
+
+    after = {path.name: path.read_bytes() for path in state.iterdir() if path.is_file()}
+    del before["lock"], after["lock"]  # the holder's pid: a delete plans under the lock
+    assert after == before
+    assert (store / "models" / "iris" / "v1").is_dir()
+
+
 @pytest.mark.slow
 @pytest.mark.tmpfs
 def test_a_reload_that_would_fail_at_start_is_rejected_and_the_daemon_keeps_working(
