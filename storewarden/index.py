@@ -177,6 +177,8 @@ class Index:
 
     def refresh(self, touched: Iterable[Touched]) -> list[Change]:
         """Re-read what events touched; return the changes found."""
+        # A bind mount keeps the device: only the table tells it (re-read only if changed).
+        self.filesystem.refresh_mounts(self.root)
         changes: list[Change] = []
         names: set[tuple[str, str]] = set()
         kinds: set[str] = set()

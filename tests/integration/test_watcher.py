@@ -255,7 +255,7 @@ def test_what_was_saved_or_removed_between_the_census_and_the_watches_is_seen(
     assert index.store_bytes == sum(record.bytes for record in index.versions.values())
 
 
-@pytest.mark.parametrize("layout", ["not-a-tag", "symlink", "mounted"])
+@pytest.mark.parametrize("layout", ["not-a-tag", "symlink", "mounted", "bind-mounted"])
 def test_a_name_directory_the_census_leaves_alone_is_never_indexed(
     tmp_path: Path, layout: str
 ) -> None:
@@ -265,31 +265,33 @@ def test_a_name_directory_the_census_leaves_alone_is_never_indexed(
     make_version(store, "iris", "v1", set_latest=True)
     outside = tmp_path / "elsewhere"
     make_version(outside, "iris", "x1")
-    name = {"not-a-tag": "Iris", "symlink": "linked", "mounted": "mnt"}[layout]
+    name = {"not-a-tag": "Iris", "symlink": "linked"}.get(layout, "mnt")
     name_path = store / "models" / name
+    mount = {
+        "mounted": ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(name_path)],
+        # The same filesystem, so the same st_dev: only the mount table tells it.
+        "bind-mounted": ["mount", "--bind", str(outside / "models" / "iris"), str(name_path)],
+    }.get(layout)
     if layout == "symlink":
         name_path.symlink_to(outside / "models" / "iris")
-    elif layout == "mounted":
+    elif mount is not None:
         name_path.mkdir()
         try:
-            subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(name_path)],
-                check=True,
-                capture_output=True,
-            )
+            subprocess.run(mount, check=True, capture_output=True)
         except (subprocess.CalledProcessError, FileNotFoundError) as error:
-            pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {error}")
+            pytest.skip(f"cannot mount here (needs root or CAP_SYS_ADMIN): {error}")
     try:
-        if layout != "symlink":
+        if layout in ("not-a-tag", "mounted"):
             make_version(store, name, "old1", set_latest=True)
         assert census(store, ("models",)).problems  # the census reports it and leaves it
 
         index = resynced_index(store, lambda: make_version(store, "iris", "v2"))
-        refreshed = index.refresh([("models", name, "old1"), ("models", name, "latest")])
+        version = "old1" if layout in ("not-a-tag", "mounted") else "x1"
+        refreshed = index.refresh([("models", name, version), ("models", name, "latest")])
 
         assert {path.name for path in index.versions} == {"v1", "v2"}
         assert refreshed == []
         assert ("models", name) not in index.pointers
     finally:
-        if layout == "mounted":
+        if mount is not None:
             subprocess.run(["umount", "-l", str(name_path)], check=False)
