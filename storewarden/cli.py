@@ -590,7 +590,8 @@ def prune(config_path: Path | None, store: Path | None, dry_run: bool, wait: flo
     config = load(config_path, store)
     bar = progress_bar()
     setup_logging(config, to_stderr=False, stream=bar.audit_stream() if bar else None)
-    engine = Engine(config, progress=bar)
+    # A dry run writes nothing into the store, not even the census cache.
+    engine = Engine(config, progress=bar, read_only=dry_run or config.dry_run)
     with bar or contextlib.nullcontext():
         result = engine.cycle(dry_run=dry_run or None, recover=True, lock_wait=wait)
     click.echo(views.summary(result), err=True)
@@ -657,7 +658,8 @@ def delete(
     config = load(config_path, store)
     bar = progress_bar()
     setup_logging(config, to_stderr=False, stream=bar.audit_stream() if bar else None)
-    engine = Engine(config, progress=bar)
+    # A dry run writes nothing into the store, not even the census cache.
+    engine = Engine(config, progress=bar, read_only=dry_run)
     with bar or contextlib.nullcontext():
         result = engine.delete(
             tags,

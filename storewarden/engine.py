@@ -7,6 +7,7 @@ process scanner, usage meter), all injectable; the decisions live in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -796,8 +797,10 @@ class Engine:
         """
         started = time.monotonic()
         run_id = uuid.uuid4().hex[:12]
-        self.pruner.prepare()
-        with self.lock.held(lock_wait):
+        if not dry_run:
+            self.pruner.prepare()
+        # A dry run, like a prune's, reads without the lock: it writes nothing, not even that.
+        with contextlib.nullcontext() if dry_run else self.lock.held(lock_wait):
             if not dry_run:
                 self.recover()
             snapshot = self.census()

@@ -32,7 +32,7 @@ from storewarden.archive import ArchiveError
 from storewarden.inuse import Inode
 from storewarden.policy import Mode, Removal, Target
 from storewarden.prune import NoSettledLatestError, RemovalOutcome
-from storewarden.store import FileSystem, VersionRecord, census_version
+from storewarden.store import FileSystem, VersionRecord, census_version, name_directory_refusal
 from storewarden.usage import Usage
 
 if TYPE_CHECKING:
@@ -289,6 +289,11 @@ class Executor:
         inodes: set[Inode] = set()
         filesystem = engine.filesystem or FileSystem()
         filesystem.refresh_mounts(engine.root)  # a bind mount made since the census
+        refusal = name_directory_refusal(engine.root, record.kind, record.name, filesystem)
+        if refusal is not None:
+            # Swapped for a symlink to elsewhere, or a mount, since the census (an
+            # archive takes minutes): what is there now is not the store's.
+            return None, [policy.MOUNTED if "mounted" in refusal else policy.GONE]
         fresh = census_version(record.kind, record.name, record.path, filesystem, inodes=inodes)
         if fresh is None:
             return None, [policy.GONE]

@@ -27,7 +27,7 @@ from storewarden.store import (
     census_version,
     check_targets,
     is_valid_tag_part,
-    name_refusal,
+    name_directory_refusal,
     read_pointer,
 )
 from storewarden.tags import is_store_name
@@ -274,14 +274,7 @@ class Index:
         (``Iris``, a symlink, a filesystem mounted there): nothing in it is
         the store's, so nothing in it may be indexed, let alone removed.
         """
-        try:
-            kind_info = os.lstat(self.root / kind)
-        except OSError:
-            return False
-        if not stat.S_ISDIR(kind_info.st_mode):
-            return False
-        path = self.root / kind / name
-        return name_refusal(name, lambda: os.lstat(path), kind_info, self.filesystem) is None
+        return name_directory_refusal(self.root, kind, name, self.filesystem) is None
 
     def refresh_pointer(self, kind: str, name: str) -> list[Change]:
         """Re-read the pointer of a name; return a ``latest`` change if its target moved."""

@@ -860,6 +860,8 @@ class Pruner:
         finishes or undoes the rest.
         """
         kind, name = record.kind, record.name
+        # Checked by the last look too; again here, the instant before the first write.
+        refuse_linked(self.root, kind, name, "nothing is removed through it")
         self._sequence += 1
         intent_id = f"{run_id}-{self._sequence}"
         if self.in_place(record.path):

@@ -762,6 +762,25 @@ def name_refusal(
     return None
 
 
+def name_directory_refusal(root: Path, kind: str, name: str, filesystem: FileSystem) -> str | None:
+    """Return why the census would not read ``root/kind/name`` now, or None if it would.
+
+    The kind directory must be a real directory too. Read with ``lstat``:
+    a symlink anywhere below the root is refused, never followed.
+    """
+    try:
+        kind_info = os.lstat(root / kind)
+    except OSError as error:
+        return f"the kind directory cannot be examined: {error.strerror or error}"
+    if not stat.S_ISDIR(kind_info.st_mode):
+        return "the kind directory is not a directory (a symlink?)"
+    path = root / kind / name
+    refusal = name_refusal(name, lambda: os.lstat(path), kind_info, filesystem)
+    if refusal == "":
+        return "the name directory is gone"
+    return refusal
+
+
 def census_version(
     kind: Kind,
     name: str,

@@ -635,6 +635,10 @@ class PollingWatcher:
             elif path in self._structure:
                 self._structure[path] = new
         self._note_racy(path, new, started)
+        if depth in (1, 2) and new is not None and not _is_directory(path):
+            # A kind or name swapped for a symlink (or a file): its listing through the
+            # link may look unchanged, but nothing below it is the store's any more.
+            return [path, *self._forget_below(path)]
         if depth == 2 and new is not None:
             touched = self._versions_changed_in(path, started)
         else:
@@ -674,6 +678,17 @@ class PollingWatcher:
                 self._structure.pop(known, None)
                 self._listings.pop(known, None)
         return gone
+
+    def _forget_below(self, path: str) -> list[str]:
+        """Stop polling every kind, name and pointer below ``path``; return them."""
+        prefix = path.rstrip("/") + "/"
+        with self._lock:
+            below = [known for known in self._structure if known.startswith(prefix)]
+            for known in below:
+                self._structure.pop(known, None)
+                self._listings.pop(known, None)
+            self._listings.pop(path, None)
+        return below
 
     def _name_of(self, path: str) -> str:
         """Return the directory that must exist for ``path`` to be polled (a pointer's name)."""

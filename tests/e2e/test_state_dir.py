@@ -296,9 +296,7 @@ def test_a_fresh_state_dir_is_created_and_marked(store: Path, tmp_path: Path) ->
     )
 
 
-def test_a_dry_run_leaves_the_state_dir_as_it_was_but_for_the_lock(
-    store: Path, tmp_path: Path
-) -> None:
+def test_a_dry_run_leaves_the_state_dir_as_it_was(store: Path, tmp_path: Path) -> None:
     # Found by review: a dry run appended a usage sample to the history.
     make_version(store, "iris", "v1", created=NOW - timedelta(days=30))
     make_version(store, "iris", "v2", set_latest=True)
@@ -317,9 +315,22 @@ def test_a_dry_run_leaves_the_state_dir_as_it_was_but_for_the_lock(
         assert result.returncode == 0, result.stderr
 
     after = {path.name: path.read_bytes() for path in state.iterdir() if path.is_file()}
-    del before["lock"], after["lock"]  # the holder's pid: a delete plans under the lock
     assert after == before
     assert (store / "models" / "iris" / "v1").is_dir()
+
+
+def test_a_dry_run_on_a_store_without_a_state_dir_makes_none(store: Path, tmp_path: Path) -> None:
+    make_version(store, "iris", "v1", created=NOW - timedelta(days=30))
+    make_version(store, "iris", "v2", set_latest=True)
+    config = str(config_with(tmp_path, protect={"settle": "0s", "min_age": "0s"}))
+    root_before = os.stat(store).st_mtime_ns
+
+    for command in (["prune", "--dry-run"], ["delete", "iris:v1", "--dry-run"]):
+        result = run_cli(store, *command, "--config", config)
+        assert result.returncode == 0, result.stderr
+
+    assert not (store / ".storewarden").exists()
+    assert os.stat(store).st_mtime_ns == root_before
 
 
 @pytest.mark.slow

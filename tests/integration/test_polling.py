@@ -291,6 +291,32 @@ def test_a_name_removed_whole_between_the_census_and_the_first_poll_leaves_the_i
     assert warden.index.store_bytes == sum(r.bytes for r in warden.index.versions.values())
 
 
+@pytest.mark.parametrize("swapped", ["name", "kind"])
+def test_a_kind_or_name_swapped_for_a_symlink_leaves_the_index(
+    tmp_path: Path, rig: Callable[..., Rig], swapped: str
+) -> None:
+    # Found by review: moved out of the store with a symlink in its place, the
+    # directory listed the same through the link; its versions stayed indexed
+    # and a prune removed them where they now were, outside the store.
+    store = tmp_path / "bentoml"
+    make_version(store, "iris", "v1")
+    make_version(store, "iris", "v2", set_latest=True)
+    make_version(store, "svc", "b1", kind="bentos", set_latest=True)
+    warden = rig()
+    warden.start()
+    warden.cycles(1)
+    moved = store / "models" / "iris" if swapped == "name" else store / "models"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.rename(moved, outside / moved.name)
+    os.symlink(outside / moved.name, moved)
+
+    warden.cycles(2)
+
+    assert warden.indexed() == warden.on_disk() == {"b1"}
+    assert ("models", "iris") not in warden.index.pointers
+
+
 @pytest.mark.parametrize("failing", ["listing", "lstat"])
 def test_a_name_directory_that_cannot_be_read_once_is_looked_at_again_not_forgotten(
     tmp_path: Path, rig: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch, failing: str

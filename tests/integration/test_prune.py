@@ -672,6 +672,40 @@ def test_a_pointer_fixed_by_a_save_after_the_census_is_not_repaired_back(
     assert read_latest(store, "iris") == expected
 
 
+@pytest.mark.parametrize("swapped", ["name", "kind"])
+def test_a_directory_swapped_for_a_symlink_while_a_version_is_archived_is_not_removed_through(
+    store: Path, tmp_path: Path, audit: Audit, monkeypatch: pytest.MonkeyPatch, swapped: str
+) -> None:
+    # Found by review: while the archive was written, models/iris was moved out of
+    # the store and a symlink put in its place; the removal went through the link.
+    make_version(store, "iris", "v1", created=NOW - 9 * DAY)
+    make_version(store, "iris", "v2", created=NOW - DAY, set_latest=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    config = config_for(
+        store, retention={"max_versions": 1}, archive={"dir": str(tmp_path / "archives")}
+    )
+    engine = Engine(config)
+    assert engine.archiver is not None
+    real_write = engine.archiver.write
+    moved = store / "models" / "iris" if swapped == "name" else store / "models"
+
+    def write_then_swap(record: Any, **options: Any) -> Path:
+        written = real_write(record, **options)
+        os.rename(moved, outside / moved.name)
+        os.symlink(outside / moved.name, moved)
+        return written
+
+    monkeypatch.setattr(engine.archiver, "write", write_then_swap)
+
+    result = engine.cycle(recover=True)
+
+    assert result.removed == ()
+    assert audit.named("version_removed") == []
+    kept = outside / "iris" / "v1" if swapped == "name" else outside / "models" / "iris" / "v1"
+    assert (kept / "weights.bin").is_file()
+
+
 def test_a_latest_linked_to_a_file_outside_its_name_directory_is_left_alone_and_protects_all(
     store: Path, audit: Audit
 ) -> None:
