@@ -294,10 +294,18 @@ class Operations:
         self.step("symlink", path)
         os.symlink(target, path)
 
-    def rename(self, source: Path, destination: Path) -> None:
-        """Atomically rename ``source`` to ``destination`` (same filesystem)."""
+    def rename(self, source: Path, destination: Path, *, source_dir: int | None = None) -> None:
+        """Atomically rename ``source`` to ``destination`` (same filesystem).
+
+        With ``source_dir`` (a descriptor of ``source``'s directory), the
+        source is looked up by its name in that directory, not by its path:
+        nothing above it can be swapped for a symlink in between.
+        """
         self.step("rename", source)
-        os.rename(source, destination)
+        if source_dir is None:
+            os.rename(source, destination)
+        else:
+            os.rename(source.name, destination, src_dir_fd=source_dir)
 
     def fsync_dir(self, path: Path) -> None:
         """Make a directory's entries (renames, unlinks) durable."""
@@ -866,6 +874,51 @@ class Pruner:
         intent_id = f"{run_id}-{self._sequence}"
         if self.in_place(record.path):
             return self._remove_in_place(record, reason, intent_id, announce)
+        # The version leaves through a descriptor of its name directory, opened without
+        # following a symlink: one swapped in after this (a rename exchange) is never
+        # followed, and what is renamed is the store's own version wherever it now is.
+        name_dir = self._open_name_directory(kind, name)
+        try:
+            return self._remove_below(record, name_dir, reason, intent_id, announce, force)
+        finally:
+            os.close(name_dir)
+
+    def _open_name_directory(self, kind: Kind, name: str) -> int:
+        """Open ``root/kind/name`` following no symlink at kind or name; refuse a mount.
+
+        Raise OSError (ELOOP or ENOTDIR for a symlink, EXDEV for a mount).
+        """
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        kind_dir = os.open(self.root / kind, flags)
+        try:
+            name_dir = os.open(name, flags, dir_fd=kind_dir)
+            try:
+                mounted = self.filesystem.is_mount(os.fstat(name_dir), os.fstat(kind_dir))
+            except BaseException:
+                os.close(name_dir)
+                raise
+        finally:
+            os.close(kind_dir)
+        if mounted:
+            os.close(name_dir)
+            raise OSError(
+                errno.EXDEV,
+                "another filesystem is mounted here; nothing is removed from it",
+                str(self.root / kind / name),
+            )
+        return name_dir
+
+    def _remove_below(
+        self,
+        record: VersionRecord,
+        name_dir: int,
+        reason: str,
+        intent_id: str,
+        announce: Callable[[RemovalOutcome], None] | None,
+        force: bool,
+    ) -> RemovalOutcome:
+        """Remove one version through its name directory's descriptor (see :meth:`remove`)."""
+        kind, name = record.kind, record.name
         form, current = self.read_pointer(kind, name)
         pointer_new: str | None = None
         moves_pointer = current == record.version
@@ -889,7 +942,7 @@ class Pruner:
         try:
             if moves_pointer:
                 self._move_pointer_off(record, form, pointer_new)
-            self.operations.rename(record.path, trash_entry)
+            self.operations.rename(record.path, trash_entry, source_dir=name_dir)
         except Exception:
             # Still in the store: put things back now rather than at the next start.
             # (A crash, unlike an exception, leaves this to recovery.)

@@ -706,6 +706,43 @@ def test_a_directory_swapped_for_a_symlink_while_a_version_is_archived_is_not_re
     assert (kept / "weights.bin").is_file()
 
 
+class SwappingOperations(Operations):
+    """Real operations; just before the version's rename, its name directory is swapped.
+
+    As a rename exchange would do it in the instant between the last check and
+    the rename: the name directory moves out, a symlink to another directory
+    holding a same-named version takes its place.
+    """
+
+    def __init__(self, name_dir: Path, outside: Path, victim: Path) -> None:
+        self.name_dir, self.outside, self.victim = name_dir, outside, victim
+
+    def step(self, name: str, path: Path) -> None:
+        if name == "rename" and path.parent == self.name_dir and not self.name_dir.is_symlink():
+            os.rename(self.name_dir, self.outside)
+            os.symlink(self.victim, self.name_dir)
+
+
+def test_a_name_swapped_for_a_symlink_in_the_instant_before_the_rename_is_not_followed(
+    store: Path, tmp_path: Path, audit: Audit
+) -> None:
+    # Found by review: a swap timed on latest's rewrite (6 ms before the rename) had
+    # the rename follow the link and remove a directory outside the store.
+    make_version(store, "iris", "v1", created=NOW - 9 * DAY)
+    make_version(store, "iris", "v2", created=NOW - DAY, set_latest=True)
+    victim = tmp_path / "victim"
+    (victim / "v2").mkdir(parents=True)
+    (victim / "v2" / "keep.txt").write_text("not the store's")
+    operations = SwappingOperations(store / "models" / "iris", tmp_path / "moved-iris", victim)
+    engine = Engine(config_for(store), operations=operations)
+
+    engine.delete(["iris:v2"])
+
+    assert (victim / "v2" / "keep.txt").read_text() == "not the store's"
+    assert not (tmp_path / "moved-iris" / "v2").exists()  # the store's own v2 went
+    assert (tmp_path / "moved-iris" / "v1").is_dir()
+
+
 def test_a_latest_linked_to_a_file_outside_its_name_directory_is_left_alone_and_protects_all(
     store: Path, audit: Audit
 ) -> None:

@@ -63,9 +63,12 @@ class Recorder(Operations):
     def step(self, name: str, path: Path) -> None:
         self.trace.append(Step(name, path))
 
-    def rename(self, source: Path, destination: Path) -> None:
+    def rename(self, source: Path, destination: Path, *, source_dir: int | None = None) -> None:
         self.trace.append(Step("rename", source, destination))
-        os.rename(source, destination)
+        if source_dir is None:
+            os.rename(source, destination)
+        else:
+            os.rename(source.name, destination, src_dir_fd=source_dir)
 
 
 class EventStream:
