@@ -333,7 +333,9 @@ class Operations:
         self.step("chmod", path)
         os.chmod(path, mode, follow_symlinks=False)
 
-    def remove_tree(self, path: Path, *, last: str | None = None) -> int:
+    def remove_tree(
+        self, path: Path, *, last: str | None = None, mounts_at: Path | None = None
+    ) -> int:
         """Remove a directory tree bottom-up, never following symlinks; return bytes freed.
 
         A directory inside that its owner may not write or search (a copied
@@ -345,7 +347,9 @@ class Operations:
         (another user's read-only directory).
         """
         freed = [0]
-        mounts = mount_points(path)  # bind mounts of the same filesystem keep its st_dev
+        # Bind mounts of the same filesystem keep its st_dev: the table tells them, by
+        # the tree's real path (``mounts_at``) when ``path`` reaches it through a descriptor.
+        mounts = mount_points(mounts_at or path)
         try:
             return self._remove_tree(path, freed, mounts, last)
         except OSError as error:
@@ -1029,7 +1033,20 @@ class Pruner:
         """Delete a hidden version and its directory; return bytes freed, None if it must wait."""
         hidden = self.hidden(intent)
         try:
-            freed = self.operations.remove_tree(hidden, last=DESCRIPTORS[intent.kind])
+            anchor = self._open_hidden_parent(hidden.parent)
+        except FileNotFoundError:
+            return 0  # emptied and removed already
+        except OSError as error:
+            self.log.error("trash_not_emptied", path=str(hidden.parent), error=str(error))
+            return None
+        try:
+            # Walked through the descriptor: the hidden directory sits in the store's
+            # own kind directory, where its owner could swap it for a symlink meanwhile.
+            freed = self.operations.remove_tree(
+                Path(f"/proc/self/fd/{anchor}") / hidden.name,
+                last=DESCRIPTORS[intent.kind],
+                mounts_at=hidden,
+            )
             with contextlib.suppress(FileNotFoundError):
                 self.operations.rmdir(hidden.parent)
             self.operations.fsync_dir(hidden.parent.parent)
@@ -1038,7 +1055,26 @@ class Pruner:
                 raise
             self.log.error("trash_not_emptied", path=str(hidden.parent), error=str(error))
             return None
+        finally:
+            os.close(anchor)
         return freed
+
+    def _open_hidden_parent(self, path: Path) -> int:
+        """Open a hidden name directory this warden made; raise OSError if it is not that one.
+
+        Not followed if a symlink (ELOOP); refused (EPERM) unless owned by this
+        user with mode 0700, as :meth:`_remove_in_place` made it: nobody else
+        can have made one so, or put anything into it.
+        """
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        descriptor = os.open(path, flags)
+        info = os.fstat(descriptor)
+        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) != 0o700:
+            os.close(descriptor)
+            raise PermissionError(
+                errno.EPERM, "not the hidden directory this warden made; left alone", str(path)
+            )
+        return descriptor
 
     def _settle_hidden(self, intent: Intent, intent_path: Path, *, emptied: bool) -> None:
         """Drop the intent of an announced removal, or keep it as ``h`` (only emptying left)."""

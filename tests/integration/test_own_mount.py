@@ -36,6 +36,14 @@ __all__ = ["split_store"]  # the fixture, used by name
 pytestmark = pytest.mark.tmpfs
 
 
+def in_hidden(path: Path) -> bool:
+    """Return whether a step's path lies in a hidden directory of a removal in place.
+
+    Its files go through a descriptor of that directory (``/proc/self/fd/N/...``).
+    """
+    return REMOVING_PREFIX in str(path) or str(path).startswith("/proc/self/fd/")
+
+
 class Stop(BaseException):
     """Stands for a crash."""
 
@@ -68,7 +76,7 @@ def test_a_crash_after_the_rename_is_finished_at_restart_and_the_listing_stayed_
 
     class Crashing(Operations):
         def step(self, name: str, path: Path) -> None:
-            if name == "unlink" and REMOVING_PREFIX in str(path):
+            if name == "unlink" and in_hidden(path):
                 unlinked.append(path.name)
                 if len(unlinked) == 2:
                     raise Stop
@@ -198,7 +206,7 @@ def test_bentoml_lists_the_store_but_cannot_resolve_a_version_once_its_removal_b
 
     class Looking(Operations):  # BentoML looks while the files go
         def step(self, name: str, path: Path) -> None:
-            if name == "unlink" and REMOVING_PREFIX in str(path) and not seen:
+            if name == "unlink" and in_hidden(path) and not seen:
                 view = subprocess.run(
                     [sys.executable, "-c", BENTOML_VIEW, oldest],
                     env=environment,
@@ -246,3 +254,43 @@ def test_models_bind_mounted_from_the_same_filesystem_is_pruned_in_place(
     assert not victim.exists()
     assert sorted(os.listdir(disk / "models-data")) == ["iris"]  # no hidden directory left
     assert sorted(os.listdir(disk / "models-data" / "iris")) == ["latest", "v3"]
+
+
+def test_a_hidden_directory_swapped_for_a_symlink_while_its_files_go_is_never_followed(
+    split_store: tuple[Path, Path], tmp_path: Path, audit: Audit
+) -> None:
+    # Found by review: the hidden directory sits in models/, which its owner may write;
+    # exchanged for a symlink while its files went, the walk by path followed it and
+    # removed a same-named tree elsewhere.
+    root, _disk_b = split_store
+    three_versions(root)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "v1" / "assets").mkdir(parents=True)
+    for name in ("model.yaml", "weights.bin", "assets/vocab.txt", "assets/locked.bin"):
+        (elsewhere / "v1" / name).write_text("not the store's")
+    swapped: list[Path] = []
+
+    class Swapping(Operations):
+        def step(self, name: str, path: Path) -> None:
+            if name == "unlink" and in_hidden(path) and not swapped:
+                (hidden,) = hidden_dirs(root)
+                moved = root / "models" / f"moved-{hidden}"
+                os.rename(root / "models" / hidden, moved)
+                os.symlink(elsewhere, root / "models" / hidden)
+                swapped.append(moved)
+
+    Engine(engine_for(root).config, operations=Swapping()).delete(["iris:v1"])
+
+    assert swapped
+    kept = sorted(str(path.relative_to(elsewhere)) for path in elsewhere.rglob("*"))
+    assert kept == sorted(
+        [
+            "v1",
+            "v1/assets",
+            "v1/model.yaml",
+            "v1/weights.bin",
+            "v1/assets/vocab.txt",
+            "v1/assets/locked.bin",
+        ]
+    )
+    assert not (swapped[0] / "v1").exists()  # the store's own files went, where they were
