@@ -32,7 +32,13 @@ from storewarden.archive import ArchiveError
 from storewarden.inuse import Inode
 from storewarden.policy import Mode, Removal, Target
 from storewarden.prune import NoSettledLatestError, RemovalOutcome
-from storewarden.store import FileSystem, VersionRecord, census_version, name_directory_refusal
+from storewarden.store import (
+    MOUNTED_HERE,
+    FileSystem,
+    VersionRecord,
+    census_version,
+    name_directory_refusal,
+)
 from storewarden.usage import Usage
 
 if TYPE_CHECKING:
@@ -293,7 +299,7 @@ class Executor:
         if refusal is not None:
             # Swapped for a symlink to elsewhere, or a mount, since the census (an
             # archive takes minutes): what is there now is not the store's.
-            return None, [policy.MOUNTED if "mounted" in refusal else policy.GONE]
+            return None, [policy.MOUNTED if refusal == MOUNTED_HERE else policy.GONE]
         fresh = census_version(record.kind, record.name, record.path, filesystem, inodes=inodes)
         if fresh is None:
             return None, [policy.GONE]

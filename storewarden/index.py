@@ -192,12 +192,13 @@ class Index:
                 versions.add((kind, name, version))
         for kind in kinds:
             names.update(self._names_under(kind))
+        readable: dict[tuple[str, str], bool] = {}  # per name, once per refresh
         for kind, name in sorted(names):
             versions.update(self._versions_under(kind, name))
             if kind in self.kinds:
-                changes.extend(self.refresh_pointer(kind, name))
+                changes.extend(self.refresh_pointer(kind, name, readable))
         for kind, name, version in sorted(versions):
-            change = self._refresh_version(kind, name, version)
+            change = self._refresh_version(kind, name, version, readable)
             if change is not None:
                 changes.append(change)
         return changes
@@ -235,7 +236,9 @@ class Index:
         }
         return found
 
-    def _refresh_version(self, kind: str, name: str, version: str) -> Change | None:
+    def _refresh_version(
+        self, kind: str, name: str, version: str, readable: dict[tuple[str, str], bool]
+    ) -> Change | None:
         path = self.root / kind / name / version
         holder = self._holder(kind)
         old = holder.get(path)
@@ -248,7 +251,7 @@ class Index:
             info is not None
             and stat.S_ISDIR(info.st_mode)
             and is_valid_tag_part(version)
-            and self._reads_name(kind, name)
+            and self._reads_name(kind, name, readable)
         ):
             record = census_version(_kind(kind), name, path, self.filesystem)
         if record is None:
@@ -267,23 +270,29 @@ class Index:
             return Change("added", record)
         return None
 
-    def _reads_name(self, kind: str, name: str) -> bool:
+    def _reads_name(self, kind: str, name: str, readable: dict[tuple[str, str], bool]) -> bool:
         """Return whether the census reads this name directory (see store.name_refusal).
 
         An event or a listing may point into a name the census leaves alone
         (``Iris``, a symlink, a filesystem mounted there): nothing in it is
         the store's, so nothing in it may be indexed, let alone removed.
+        ``readable`` holds the answers of this refresh, by name.
         """
-        return name_directory_refusal(self.root, kind, name, self.filesystem) is None
+        key = (kind, name)
+        if key not in readable:
+            readable[key] = name_directory_refusal(self.root, kind, name, self.filesystem) is None
+        return readable[key]
 
-    def refresh_pointer(self, kind: str, name: str) -> list[Change]:
+    def refresh_pointer(
+        self, kind: str, name: str, readable: dict[tuple[str, str], bool] | None = None
+    ) -> list[Change]:
         """Re-read the pointer of a name; return a ``latest`` change if its target moved."""
         key = (kind, name)
         path = self.root / kind / name / POINTER
         old = self.pointers.get(key)
         pointer: Pointer | None = None
         try:
-            if self._reads_name(kind, name):
+            if self._reads_name(kind, name, {} if readable is None else readable):
                 info = os.lstat(path)
                 pointer = read_pointer(_kind(kind), name, path, self.filesystem, info)
         except OSError:

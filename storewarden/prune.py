@@ -871,18 +871,16 @@ class Pruner:
         the store is valid whatever step failed, and :meth:`recover`
         finishes or undoes the rest.
         """
-        kind, name = record.kind, record.name
-        # Checked by the last look too; again here, the instant before the first write.
-        refuse_linked(self.root, kind, name, "nothing is removed through it")
         self._sequence += 1
         intent_id = f"{run_id}-{self._sequence}"
-        if self.in_place(record.path):
-            return self._remove_in_place(record, reason, intent_id, announce)
         # The version leaves through a descriptor of its name directory, opened without
-        # following a symlink: one swapped in after this (a rename exchange) is never
+        # following a symlink (the last look checked it too; this is the instant before
+        # the first write): one swapped in after this (a rename exchange) is never
         # followed, and what is renamed is the store's own version wherever it now is.
-        name_dir = self._open_name_directory(kind, name)
+        name_dir = self._open_name_directory(record.kind, record.name)
         try:
+            if self.in_place(record.path):
+                return self._remove_in_place(record, name_dir, reason, intent_id, announce)
             return self._remove_below(record, name_dir, reason, intent_id, announce, force)
         finally:
             os.close(name_dir)
@@ -978,6 +976,7 @@ class Pruner:
     def _remove_in_place(
         self,
         record: VersionRecord,
+        name_dir: int,
         reason: str,
         intent_id: str,
         announce: Callable[[RemovalOutcome], None] | None,
@@ -1009,7 +1008,7 @@ class Pruner:
         hidden = self.hidden(intent)
         try:
             self.operations.mkdir(hidden.parent, mode=0o700)
-            self.operations.rename(record.path, hidden)
+            self.operations.rename(record.path, hidden, source_dir=name_dir)
         except Exception:
             # Still in the store: put things back now rather than at the next start.
             if os.path.lexists(record.path):

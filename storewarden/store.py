@@ -734,6 +734,9 @@ def _mount_in(path: Path, top: os.stat_result, walk: Walk, filesystem: FileSyste
     return walk.mounted
 
 
+MOUNTED_HERE = "another filesystem is mounted here; left alone"
+
+
 def name_refusal(
     name: str,
     lstat_name: Callable[[], os.stat_result],
@@ -758,7 +761,7 @@ def name_refusal(
     if not stat.S_ISDIR(info.st_mode):
         return "not a directory; not scanned"
     if filesystem.is_mount(info, kind_info):
-        return "another filesystem is mounted here; left alone"
+        return MOUNTED_HERE
     return None
 
 

@@ -669,25 +669,24 @@ class PollingWatcher:
 
     def _forget_gone_below(self, path: str) -> list[str]:
         """Stop polling the kinds, names and pointers below ``path`` that are gone; return them."""
-        prefix = path.rstrip("/") + "/"
-        with self._lock:
-            below = [known for known in self._structure if known.startswith(prefix)]
-        gone = [known for known in below if not os.path.isdir(self._name_of(known))]
-        with self._lock:
-            for known in gone:
-                self._structure.pop(known, None)
-                self._listings.pop(known, None)
-        return gone
+        return self._forget_below(path, gone_only=True)
 
-    def _forget_below(self, path: str) -> list[str]:
-        """Stop polling every kind, name and pointer below ``path``; return them."""
+    def _forget_below(self, path: str, *, gone_only: bool = False) -> list[str]:
+        """Stop polling the kinds, names and pointers below ``path``; return them.
+
+        All of them, and ``path``'s own listing; or with ``gone_only``, those gone.
+        """
         prefix = path.rstrip("/") + "/"
         with self._lock:
             below = [known for known in self._structure if known.startswith(prefix)]
+        if gone_only:
+            below = [known for known in below if not os.path.isdir(self._name_of(known))]
+        with self._lock:
             for known in below:
                 self._structure.pop(known, None)
                 self._listings.pop(known, None)
-            self._listings.pop(path, None)
+            if not gone_only:
+                self._listings.pop(path, None)
         return below
 
     def _name_of(self, path: str) -> str:

@@ -26,7 +26,8 @@ from storewarden.store import census
 from storewarden.watcher import ChangeRecorder, PollingWatcher
 from tests.conftest import Audit
 from tests.integration.test_watcher import config_for as watcher_config
-from tests.reliability.support import genstore, remove_deep_tree
+from tests.integration.test_watcher import generated_store
+from tests.reliability.support import remove_deep_tree
 from tests.reliability.test_scale import run_daemon
 from tests.storebuilder import make_version, point_latest
 from tests.waiting import wait_until
@@ -61,14 +62,7 @@ def indexed_bytes(daemon: Daemon, version: Path) -> int:
 def test_a_poll_looks_at_the_names_and_pointers_never_into_settled_versions(
     tmp_path: Path, run_daemon: Callable[[dict[str, Any]], Daemon], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = tmp_path / "bentoml"
-    genstore.generate_store(
-        store,
-        names=NAMES,
-        versions_per_name=VERSIONS_PER_NAME,
-        files_per_version=1,
-        bytes_per_file=64,
-    )
+    store = generated_store(tmp_path, NAMES, VERSIONS_PER_NAME)
     time.sleep(2.5)  # every version written more than `settle` ago, and no longer racy
     daemon = run_daemon(config_for(store, settle="1s"))
     poller = poller_of(daemon)

@@ -56,6 +56,19 @@ def config_for(store: Path, settle: str, **schedule: str) -> dict[str, Any]:
     }
 
 
+def generated_store(tmp_path: Path, names: int, versions_per_name: int) -> Path:
+    """Generate ``names`` x ``versions_per_name`` versions of one small file; return the store."""
+    store = tmp_path / "bentoml"
+    genstore.generate_store(
+        store,
+        names=names,
+        versions_per_name=versions_per_name,
+        files_per_version=1,
+        bytes_per_file=64,
+    )
+    return store
+
+
 def inotify_of(daemon: Daemon) -> InotifyWatcher:
     """Return the daemon's inotify watcher."""
     watcher = daemon.watcher
@@ -78,14 +91,7 @@ def stamp(event: dict[str, Any]) -> datetime:
 def test_the_watches_grow_with_the_names_not_with_the_settled_versions(
     tmp_path: Path, run_daemon: Callable[[dict[str, Any]], Daemon]
 ) -> None:
-    store = tmp_path / "bentoml"
-    genstore.generate_store(
-        store,
-        names=NAMES,
-        versions_per_name=VERSIONS_PER_NAME,
-        files_per_version=1,
-        bytes_per_file=64,
-    )
+    store = generated_store(tmp_path, NAMES, VERSIONS_PER_NAME)
     time.sleep(1.5)  # every version written more than `settle` ago
     daemon = run_daemon(config_for(store, settle="1s"))
 
