@@ -426,7 +426,8 @@ class ProcessTable:
 
 def _is_warden(cmdline: tuple[str, ...]) -> bool:
     """Return whether a command line runs storewarden itself (its script, or ``-m storewarden``)."""
-    if cmdline and os.path.basename(cmdline[0]) == "storewarden":
+    # Its console script, run directly or through its shebang (the interpreter first).
+    if any(os.path.basename(argument) == "storewarden" for argument in cmdline[:2]):
         return True
     head = cmdline[1:6]
     return any(

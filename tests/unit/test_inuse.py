@@ -66,6 +66,8 @@ def test_a_tag_on_any_other_command_line_holds_the_version(cmdline: tuple[str, .
         ("/usr/local/bin/storewarden", "delete", "iris:v1"),
         ("/venv/bin/python", "-m", "storewarden", "pin", "iris:v1"),
         ("python3", "-X", "importtime", "-m", "storewarden", "delete", "iris:v1"),
+        # The console script run through its shebang: the kernel puts the interpreter first.
+        ("/venv/bin/python3", "/venv/bin/storewarden", "pin", "iris:v1"),
     ],
 )
 def test_storewardens_own_commands_hold_nothing_by_the_tags_they_name(
